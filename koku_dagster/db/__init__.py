@@ -1,0 +1,1 @@
+"""Application database: schema (Koku's table names), engine and migrations."""

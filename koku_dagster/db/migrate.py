@@ -1,0 +1,46 @@
+"""Create or upgrade the application schema; idempotent, run by ``koku-dagster migrate`` and at start-up."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+from koku_dagster.db.engine import get_engine
+from koku_dagster.db.schema import metadata, schema_migration
+from koku_dagster.db.types import utcnow
+
+log = logging.getLogger(__name__)
+
+
+def _initial(conn: sa.Connection) -> None:
+    metadata.create_all(conn, checkfirst=True)
+
+
+#: Ordered schema versions. Append new steps; never edit applied ones.
+MIGRATIONS: list[tuple[int, Callable[[sa.Connection], None]]] = [
+    (1, _initial),
+]
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def migrate(url: str) -> int:
+    """Bring the database at ``url`` to :data:`SCHEMA_VERSION`; return the number of steps applied."""
+    engine = get_engine(url)
+    applied = 0
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # Serialise concurrent start-ups (webserver, daemon, code server).
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242424242)"))
+        schema_migration.create(conn, checkfirst=True)
+        done = set(conn.execute(sa.select(schema_migration.c.version)).scalars())
+        for version, step in MIGRATIONS:
+            if version in done:
+                continue
+            step(conn)
+            conn.execute(sa.insert(schema_migration).values(version=version, applied_at=utcnow()))
+            applied += 1
+            log.info("applied schema migration %s", version)
+    return applied

@@ -1,0 +1,162 @@
+"""Application tables (CONTRACT section 4), in Koku's names, as SQLAlchemy Core tables.
+
+Columns beyond Koku's hold the durable provider-operation queue (``op_*``) and the
+status push state, so that no pending work lives in memory.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from koku_dagster.db.types import JsonColumn, UTCDateTime
+
+metadata = sa.MetaData()
+
+customer = sa.Table(
+    "api_customer",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("org_id", sa.String(36), nullable=False, unique=True),
+    sa.Column("account_id", sa.String(150), nullable=True),
+    sa.Column("schema_name", sa.Text, nullable=False, unique=True),
+    sa.Column("date_created", UTCDateTime, nullable=False),
+    sa.Column("date_updated", UTCDateTime, nullable=False),
+)
+
+sources = sa.Table(
+    "api_sources",
+    metadata,
+    sa.Column("source_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("source_uuid", sa.String(36), nullable=True, unique=True),
+    sa.Column("name", sa.Text, nullable=True),
+    sa.Column("source_type", sa.String(50), nullable=False, server_default=""),
+    sa.Column("auth_header", sa.Text, nullable=True),
+    sa.Column("account_id", sa.String(150), nullable=True),
+    sa.Column("org_id", sa.String(36), nullable=True),
+    sa.Column("offset", sa.BigInteger, nullable=False),
+    sa.Column("authentication", JsonColumn, nullable=False),
+    sa.Column("billing_source", JsonColumn, nullable=True),
+    sa.Column("koku_uuid", sa.String(36), nullable=True, unique=True),
+    sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("pending_update", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("pending_delete", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("out_of_order_delete", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("status", JsonColumn, nullable=True),
+    sa.Column("updated_timestamp", UTCDateTime, nullable=False),
+    # Durable provider-operation state (our addition: Koku keeps this in memory).
+    sa.Column("op_attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("op_next_attempt_at", UTCDateTime, nullable=True),
+    sa.Column("op_last_error", sa.Text, nullable=True),
+    sa.Column("op_failed", sa.Boolean, nullable=False, server_default=sa.false()),
+    # True while ``status`` has not yet been PATCHed to Platform Sources.
+    sa.Column("status_push_pending", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+provider_authentication = sa.Table(
+    "api_providerauthentication",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("credentials", JsonColumn, nullable=False),
+    # sha256 of the canonical JSON: lets get-or-create find the exact value by index.
+    sa.Column("fingerprint", sa.String(64), nullable=False, unique=True),
+)
+
+provider_billing_source = sa.Table(
+    "api_providerbillingsource",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("data_source", JsonColumn, nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False, unique=True),
+)
+
+provider = sa.Table(
+    "api_provider",
+    metadata,
+    sa.Column("uuid", sa.String(36), primary_key=True),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("type", sa.String(50), nullable=False),
+    sa.Column("customer_id", sa.Integer, sa.ForeignKey("api_customer.id"), nullable=True),
+    sa.Column("authentication_id", sa.Integer, sa.ForeignKey("api_providerauthentication.id"), nullable=True),
+    sa.Column("billing_source_id", sa.Integer, sa.ForeignKey("api_providerbillingsource.id"), nullable=True),
+    sa.Column("setup_complete", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_timestamp", UTCDateTime, nullable=False),
+    sa.Column("polling_timestamp", UTCDateTime, nullable=True),
+    sa.Column("data_updated_timestamp", UTCDateTime, nullable=True),
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.UniqueConstraint("authentication_id", "billing_source_id", "customer_id", name="uq_provider_account"),
+)
+
+rejected_message = sa.Table(
+    "sources_rejected_message",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("topic", sa.Text, nullable=False),
+    sa.Column("partition", sa.Integer, nullable=False),
+    sa.Column("offset", sa.BigInteger, nullable=False),
+    sa.Column("event_type", sa.Text, nullable=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("topic", "partition", "offset", name="uq_rejected_position"),
+)
+
+message_retry = sa.Table(
+    "sources_message_retry",
+    metadata,
+    sa.Column("topic", sa.Text, primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True),
+    sa.Column("offset", sa.BigInteger, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=False),
+)
+
+consumer_progress = sa.Table(
+    "kafka_consumer_progress",
+    metadata,
+    sa.Column("group_id", sa.Text, primary_key=True),
+    sa.Column("topic", sa.Text, primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True),
+    # Highest offset whose effects were committed: anything at or below it is a replay.
+    sa.Column("high_water", sa.BigInteger, nullable=False),
+)
+
+manifest = sa.Table(
+    "reporting_common_costusagereportmanifest",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("provider_id", sa.String(36), nullable=False, index=True),
+    sa.Column("assembly_id", sa.Text, nullable=False),
+    sa.Column("billing_period_start_datetime", UTCDateTime, nullable=False),
+    sa.Column("num_total_files", sa.Integer, nullable=False),
+    sa.Column("creation_datetime", UTCDateTime, nullable=False),
+    sa.Column("export_datetime", UTCDateTime, nullable=True),
+    sa.Column("completed_datetime", UTCDateTime, nullable=True),
+    sa.Column("state", JsonColumn, nullable=True),
+    sa.UniqueConstraint("provider_id", "assembly_id", name="uq_manifest_assembly"),
+)
+
+report_status = sa.Table(
+    "reporting_common_costusagereportstatus",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "manifest_id",
+        sa.Integer,
+        sa.ForeignKey("reporting_common_costusagereportmanifest.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("report_name", sa.Text, nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("started_datetime", UTCDateTime, nullable=True),
+    sa.Column("completed_datetime", UTCDateTime, nullable=True),
+    sa.Column("etag", sa.Text, nullable=True),
+    sa.UniqueConstraint("manifest_id", "report_name", name="uq_report_status_file"),
+)
+
+schema_migration = sa.Table(
+    "koku_schema_migration",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("applied_at", UTCDateTime, nullable=False),
+)

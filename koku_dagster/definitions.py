@@ -1,0 +1,51 @@
+"""The ``koku_dagster`` code location."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from koku_dagster.assets.records import provider_records, providers_match_sources, source_records
+from koku_dagster.resources import ApplicationDatabase, KafkaResource, ObjectStoreResource, PlatformSourcesResource
+from koku_dagster.sensors.platform_sources import platform_sources_sensor
+from koku_dagster.settings import Settings, get_settings
+
+
+def _secret(name: str, default: str) -> str | dg.EnvVar:
+    """Secrets are wired as env vars when set, so their values never show in the UI or run config."""
+    return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    return {
+        "app_db": ApplicationDatabase(database_url=_secret("KOKU_DATABASE_URL", settings.database_url)),
+        "platform_sources": PlatformSourcesResource(
+            api_url=settings.sources_api_url,
+            api_prefix=settings.sources_api_prefix,
+            internal_api_prefix=settings.sources_internal_api_prefix,
+            psk=_secret("SOURCES_PSK", settings.sources_psk),
+        ),
+        "kafka": KafkaResource(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            sources_topic=settings.sources_topic,
+            upload_topic=settings.upload_topic,
+            validation_topic=settings.validation_topic,
+        ),
+        "object_store": ObjectStoreResource(
+            url=settings.object_store_url,
+            endpoint_url=settings.aws_endpoint_url,
+            local_bucket_roots=":".join(str(p) for p in settings.local_bucket_roots),
+        ),
+    }
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    settings = get_settings()
+    return dg.Definitions(
+        assets=[source_records, provider_records],
+        asset_checks=[providers_match_sources],
+        sensors=[platform_sources_sensor],
+        resources=build_resources(settings),
+    )

@@ -1,0 +1,113 @@
+"""``make demo``: a Kafka broker, a stand-in Platform Sources, demo reports and ``dagster dev``.
+
+Everything runs on embedded defaults under ``KOKU_HOME`` (``./.koku``). The application
+database starts empty on each run (the broker and the stand-in keep no state across runs);
+the Dagster run history under ``.koku/dagster`` is kept. Ctrl-C or SIGTERM stops everything.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from types import FrameType
+
+from koku_dagster.devtools.demo_data import OCP_CLUSTER_ID, generate
+from koku_dagster.devtools.platform_sources.admin import StandInAdmin
+from koku_dagster.devtools.platform_sources.server import StandInServer
+from koku_dagster.devtools.services import TansuBroker, create_topics
+from koku_dagster.settings import get_settings
+
+REPO = Path(__file__).resolve().parents[2]
+UI_URL = "http://127.0.0.1:3000"
+
+
+def _port_of(url_or_bootstrap: str) -> int:
+    return int(url_or_bootstrap.rsplit(":", 1)[1].split("/")[0])
+
+
+def _say(text: str) -> None:
+    print(f"[demo] {text}", flush=True)
+
+
+def main() -> int:
+    settings = get_settings()
+    home = settings.home
+    dagster_home = home / "dagster"
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    db_file = home / "koku.db"
+    for leftover in (db_file, db_file.with_suffix(".db-wal"), db_file.with_suffix(".db-shm")):
+        leftover.unlink(missing_ok=True)
+
+    buckets = settings.local_bucket_roots[0]
+    today = date.today()
+    start = today.replace(day=1)
+    end = max(start + timedelta(days=1), today - timedelta(days=1)) if today.day > 2 else start + timedelta(days=1)
+    _say(f"generating nise reports ({start} to {end}) under {buckets} ...")
+    dirs = generate(buckets, start, min(end, start + timedelta(days=2)))
+
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+
+    broker = TansuBroker(port=_port_of(settings.kafka_bootstrap_servers), workdir=home / "tansu").start()
+    _say(f"Kafka (Tansu) on {broker.bootstrap}")
+    create_topics(broker.bootstrap, [settings.sources_topic, settings.upload_topic, settings.validation_topic])
+    standin = StandInServer(
+        port=_port_of(settings.sources_api_url),
+        psk=settings.sources_psk,
+        kafka_bootstrap=broker.bootstrap,
+        topic=settings.sources_topic,
+    ).start()
+    _say(f"Platform Sources stand-in on {standin.url}")
+
+    env = dict(os.environ, KOKU_HOME=str(home), DAGSTER_HOME=str(dagster_home))
+    dagster = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster")), "dev", "-w", str(REPO / "workspace.yaml"),
+         "-h", "127.0.0.1", "-p", "3000"],
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        admin = StandInAdmin(standin.url, psk=settings.sources_psk)
+        admin.create_cost_source("aws-local", "Demo AWS", bucket=str(dirs["aws"]))
+        admin.create_cost_source(
+            "azure-local", "Demo Azure", storage_account=str(dirs["azure"]), resource_group="demo-rg"
+        )
+        admin.create_cost_source("gcp-local", "Demo GCP", bucket=str(dirs["gcp"]), dataset="demo_dataset")
+        admin.create_cost_source("ocp", "Demo OpenShift", cluster_id=OCP_CLUSTER_ID)
+        _say("created 4 sources (AWS, Azure, GCP, OpenShift); their events are on Kafka")
+        _say(f"Dagster UI: {UI_URL}  (Automation -> platform_sources_sensor; Assets -> sources group)")
+        _say("Ctrl-C stops everything")
+        while not stop.wait(1.0):
+            if dagster.poll() is not None:
+                _say(f"dagster dev exited with {dagster.returncode}")
+                break
+    finally:
+        if dagster.poll() is None:
+            os.killpg(dagster.pid, signal.SIGTERM)
+            try:
+                dagster.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(dagster.pid, signal.SIGKILL)
+                dagster.wait()
+        standin.stop()
+        broker.stop()
+        _say("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

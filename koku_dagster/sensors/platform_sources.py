@@ -1,0 +1,113 @@
+"""``platform_sources_sensor``: Platform Sources events -> source and provider records."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from koku_dagster.assets.partitions import providers_partitions
+from koku_dagster.assets.records import provider_records, source_records
+from koku_dagster.resources import ApplicationDatabase, KafkaResource, ObjectStoreResource, PlatformSourcesResource
+from koku_dagster.sources.sync import SourcesSync, SyncReport, provider_uuids, record_counts
+
+
+def _metadata(report: SyncReport, counts: dict[str, dict[str, int]]) -> dict[str, dg.RawMetadataValue]:
+    batch = report.batch
+    return {
+        "events_read": batch.read,
+        "events_applied": batch.applied,
+        "events_ignored": batch.ignored,
+        "events_rejected": len(batch.rejected),
+        "events_retrying": len(batch.retrying),
+        "sources_changed": batch.sources_changed,
+        "start_offsets": dg.MetadataValue.json({str(p): o for p, o in report.start_offsets.items()}),
+        "committed_offsets": dg.MetadataValue.json({f"{t}[{p}]": o for (t, p), o in batch.commit_offsets.items()}),
+        "sources_by_type": dg.MetadataValue.json(counts["sources_by_type"]),
+        "sources_by_state": dg.MetadataValue.json(counts["sources_by_state"]),
+        "rejected_messages_total": counts["rejected_total"]["messages"],
+        "platform_sources_calls": batch.api_calls,
+        "tick_seconds": round(report.seconds, 3),
+    }
+
+
+@dg.sensor(
+    name="platform_sources_sensor",
+    minimum_interval_seconds=10,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Consumes Platform Sources events (KOKU_SOURCES_TOPIC, group hccm-sources), keeps source and "
+        "provider records, reports availability back and keeps the `providers` partitions in step."
+    ),
+)
+def platform_sources_sensor(
+    context: dg.SensorEvaluationContext,
+    app_db: ApplicationDatabase,
+    platform_sources: PlatformSourcesResource,
+    kafka: KafkaResource,
+    object_store: ObjectStoreResource,
+) -> dg.SensorResult:
+    engine = app_db.engine()
+    client = platform_sources.client()
+    store = object_store.store()
+    try:
+        sync = SourcesSync(
+            engine,
+            client,
+            bootstrap=kafka.bootstrap_servers,
+            topic=kafka.sources_topic,
+            local_roots=object_store.roots(),
+            purge_data=store.delete_provider_data,
+        )
+        report = sync.run_once()
+    finally:
+        client.close()
+
+    # Partitions follow the provider table, so a tick that died after its commit is healed here.
+    existing = set(context.instance.get_dynamic_partitions(providers_partitions.name))
+    desired = provider_uuids(engine)
+    to_add, to_delete = sorted(desired - existing), sorted(existing - desired)
+    requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
+    if to_add:
+        requests.append(providers_partitions.build_add_request(to_add))
+    if to_delete:
+        requests.append(providers_partitions.build_delete_request(to_delete))
+
+    batch = report.batch
+    for rejection in batch.rejected:
+        pos = rejection.position
+        context.log.warning(f"rejected {pos.topic}[{pos.partition}]@{pos.offset}: {rejection.reason}")
+    for op in report.operations:
+        if op.outcome != "done":
+            context.log.warning(f"provider {op.operation} for source {op.source_id}: {op.outcome}: {op.error}")
+    if not report.api_available:
+        context.log.warning("Platform Sources is unreachable; events wait in Kafka")
+
+    changed = batch.read or report.operations or to_add or to_delete or report.statuses.sent
+    if not changed:
+        reason = "no new events" if report.api_available else "Platform Sources unreachable; events wait"
+        return dg.SensorResult(skip_reason=reason, dynamic_partitions_requests=requests)
+    counts = record_counts(engine)
+    meta = _metadata(report, counts)
+    context.log.info(
+        f"{batch.read} events ({batch.applied} applied, {batch.ignored} ignored, {len(batch.rejected)} rejected); "
+        f"{len(report.created)} providers created, {len(report.deleted)} deleted; "
+        f"{report.statuses.sent} statuses sent in {report.seconds:.2f}s"
+    )
+    provider_meta: dict[str, dg.RawMetadataValue] = {
+        "providers_by_type": dg.MetadataValue.json(counts["providers_by_type"]),
+        "providers_by_state": dg.MetadataValue.json(counts["providers_by_state"]),
+        "providers_created": len(report.created),
+        "providers_deleted": len(report.deleted),
+        "operations_failed": sum(1 for op in report.operations if op.outcome in ("failed", "retry", "invalid")),
+        "statuses_sent": report.statuses.sent,
+        "dagster/row_count": sum(counts["providers_by_type"].values()),
+    }
+    return dg.SensorResult(
+        dynamic_partitions_requests=requests,
+        asset_events=[
+            dg.AssetMaterialization(
+                source_records.key,
+                metadata={**meta, "dagster/row_count": sum(counts["sources_by_type"].values())},
+            ),
+            dg.AssetMaterialization(provider_records.key, metadata=provider_meta),
+        ],
+    )

@@ -1,0 +1,260 @@
+"""Apply a batch of Platform Sources messages: parse, group by source, fetch, commit once.
+
+Per-source order is kept (a source's events are applied in offset order by one worker);
+independent sources are fetched concurrently. The effects of the whole batch (source rows,
+rejected messages, retry state, consumer high-water marks) are committed in one transaction;
+the caller commits Kafka offsets only after that, to the positions this module returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from koku_dagster.db.schema import consumer_progress, message_retry, rejected_message
+from koku_dagster.sources.errors import PoisonMessage, SourceNotFound, SourcesApiError
+from koku_dagster.sources.events import MessagePosition, SourceEvent, event_type_of, parse_message
+from koku_dagster.sources.model import SourceRecord
+from koku_dagster.sources.platform import PlatformView
+from koku_dagster.sources.processor import apply_event
+from koku_dagster.sources.store import load_records, save_record
+
+log = logging.getLogger(__name__)
+
+#: A message whose source keeps failing (while Platform Sources itself answers) is given up
+#: after this many attempts and recorded as rejected; the stream then moves on.
+MAX_MESSAGE_ATTEMPTS = 6
+_RETRY_BASE_SECONDS = 5.0
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    position: MessagePosition
+    headers: list[tuple[str, bytes | None]] | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class Rejection:
+    position: MessagePosition
+    event_type: str | None
+    reason: str
+
+
+@dataclass
+class BatchResult:
+    read: int = 0
+    applied: int = 0
+    ignored: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+    sources_changed: int = 0
+    #: Next offset to commit, per partition (everything before it is durable).
+    commit_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    #: First message to retry, per partition, with its reason.
+    retrying: dict[TopicPartition, tuple[int, str]] = field(default_factory=dict)
+    api_calls: int = 0
+
+
+@dataclass
+class _GroupResult:
+    source_id: int
+    record: SourceRecord | None
+    applied: int = 0
+    ignored: int = 0
+    failed_at: MessagePosition | None = None
+    error: str | None = None
+
+
+def _process_group(
+    source_id: int,
+    record: SourceRecord | None,
+    events: list[SourceEvent],
+    platform: PlatformView,
+    high_water: dict[TopicPartition, int],
+) -> _GroupResult:
+    result = _GroupResult(source_id, record)
+    for event in events:
+        pos = event.position
+        replay = pos.offset <= high_water.get((pos.topic, pos.partition), -1)
+        try:
+            outcome = apply_event(result.record, event, platform, replay=replay)
+        except SourceNotFound:
+            log.info("source %s no longer exists; %s skipped", source_id, event.event_type)
+            result.applied += 1
+            continue
+        except SourcesApiError as exc:
+            result.failed_at, result.error = pos, str(exc)
+            break
+        result.record = outcome.record
+        if outcome.relevant:
+            result.applied += 1
+            log.info("%s for source %s: %s", event.event_type, source_id, outcome.note)
+        else:
+            result.ignored += 1
+        if event.event_type != "Source.update" and outcome.relevant:
+            platform.forget_source(source_id)  # later events of this source see fresh data
+    return result
+
+
+def retry_delay(attempts: int) -> timedelta:
+    return timedelta(seconds=min(300.0, _RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1)))
+
+
+def blocked_partitions(engine: sa.Engine, now: datetime) -> dict[TopicPartition, int]:
+    """Partitions whose head message waits for its retry time: partition -> offset."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(message_retry).where(message_retry.c.next_attempt_at > now)).mappings()
+        return {(r["topic"], r["partition"]): r["offset"] for r in rows}
+
+
+def process_batch(
+    engine: sa.Engine,
+    group_id: str,
+    messages: list[RawMessage],
+    platform: PlatformView,
+    now: datetime,
+    *,
+    workers: int = 8,
+) -> BatchResult:
+    """Apply ``messages`` (in offset order per partition) and commit their effects."""
+    result = BatchResult(read=len(messages))
+    if not messages:
+        return result
+    groups: dict[int, list[SourceEvent]] = defaultdict(list)
+    for msg in messages:
+        try:
+            event = parse_message(msg.position, msg.headers, msg.value)
+        except PoisonMessage as exc:
+            result.rejected.append(Rejection(msg.position, event_type_of(msg.headers), str(exc)))
+            log.warning(
+                "rejected message %s[%s]@%s: %s", msg.position.topic, msg.position.partition, msg.position.offset, exc
+            )
+            continue
+        if event is None:
+            result.ignored += 1
+            continue
+        groups[event.source_id].append(event)
+
+    partitions = {(m.position.topic, m.position.partition) for m in messages}
+    with engine.connect() as conn:
+        before = load_records(conn, groups)
+        high_water = {
+            (r["topic"], r["partition"]): r["high_water"]
+            for r in conn.execute(sa.select(consumer_progress).where(consumer_progress.c.group_id == group_id))
+            .mappings()
+        }
+        retries = {
+            (r["topic"], r["partition"]): dict(r) for r in conn.execute(sa.select(message_retry)).mappings()
+        }
+
+    calls_before = platform.calls
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [
+            pool.submit(_process_group, sid, before.get(sid), evs, platform, high_water) for sid, evs in groups.items()
+        ]
+        group_results = [f.result() for f in futures]
+    result.api_calls = platform.calls - calls_before
+
+    # Where each partition may resume: the first failed message, else after the last one read.
+    first_failure: dict[TopicPartition, tuple[int, str]] = {}
+    for g in group_results:
+        result.applied += g.applied
+        result.ignored += g.ignored
+        if g.failed_at is not None:
+            tp = (g.failed_at.topic, g.failed_at.partition)
+            if tp not in first_failure or g.failed_at.offset < first_failure[tp][0]:
+                first_failure[tp] = (g.failed_at.offset, g.error or "error")
+
+    gave_up: dict[TopicPartition, int] = {}
+    for tp, (offset, error) in first_failure.items():
+        prior = retries.get(tp)
+        attempts = (prior["attempts"] + 1) if prior and prior["offset"] == offset else 1
+        if attempts >= MAX_MESSAGE_ATTEMPTS:
+            failed_msg = next(m for m in messages if (m.position.topic, m.position.partition) == tp and m.position.offset == offset)
+            result.rejected.append(
+                Rejection(failed_msg.position, event_type_of(failed_msg.headers), f"gave up after {attempts} attempts: {error}")
+            )
+            log.error("giving up on %s[%s]@%s after %s attempts: %s", tp[0], tp[1], offset, attempts, error)
+            gave_up[tp] = offset
+        else:
+            result.retrying[tp] = (offset, error)
+            retries[tp] = {"topic": tp[0], "partition": tp[1], "offset": offset, "attempts": attempts,
+                           "next_attempt_at": now + retry_delay(attempts), "last_error": error}
+            log.warning("will retry %s[%s]@%s (attempt %s): %s", tp[0], tp[1], offset, attempts, error)
+
+    # Highest offset per partition whose effects this batch commits (failed tails excluded).
+    unapplied = {
+        (e.position.topic, e.position.partition, e.position.offset)
+        for g in group_results
+        if g.failed_at is not None
+        for e in groups[g.source_id]
+        if e.position.offset > g.failed_at.offset
+        or (e.position.offset == g.failed_at.offset and (e.position.topic, e.position.partition) not in gave_up)
+    }
+    applied_through: dict[TopicPartition, int] = {}
+    for m in messages:
+        tp = (m.position.topic, m.position.partition)
+        if (tp[0], tp[1], m.position.offset) not in unapplied:
+            applied_through[tp] = max(applied_through.get(tp, -1), m.position.offset)
+
+    for tp in partitions:
+        if tp in result.retrying:
+            result.commit_offsets[tp] = result.retrying[tp][0]
+        elif tp in gave_up:
+            result.commit_offsets[tp] = gave_up[tp] + 1  # skip only the given-up message
+        else:
+            last = max(m.position.offset for m in messages if (m.position.topic, m.position.partition) == tp)
+            result.commit_offsets[tp] = last + 1
+
+    with engine.begin() as conn:
+        for g in group_results:
+            if save_record(conn, before.get(g.source_id), g.record):
+                result.sources_changed += 1
+        for rejection in result.rejected:
+            _record_rejection(conn, rejection, now)
+        for tp in partitions:
+            conn.execute(sa.delete(message_retry).where(message_retry.c.topic == tp[0], message_retry.c.partition == tp[1]))
+            if tp in result.retrying:
+                conn.execute(sa.insert(message_retry).values(**retries[tp]))
+            _raise_high_water(conn, group_id, tp, applied_through.get(tp, -1))
+    return result
+
+
+def _record_rejection(conn: sa.Connection, rejection: Rejection, now: datetime) -> None:
+    pos = rejection.position
+    exists = conn.execute(
+        sa.select(rejected_message.c.id).where(
+            rejected_message.c.topic == pos.topic,
+            rejected_message.c.partition == pos.partition,
+            rejected_message.c.offset == pos.offset,
+        )
+    ).first()
+    if exists is None:
+        conn.execute(
+            sa.insert(rejected_message).values(
+                topic=pos.topic,
+                partition=pos.partition,
+                offset=pos.offset,
+                event_type=(rejection.event_type or "")[:200] or None,
+                reason=rejection.reason[:1000],
+                received_at=now,
+            )
+        )
+
+
+def _raise_high_water(conn: sa.Connection, group_id: str, tp: TopicPartition, offset: int) -> None:
+    if offset < 0:
+        return
+    key = (consumer_progress.c.group_id == group_id, consumer_progress.c.topic == tp[0], consumer_progress.c.partition == tp[1])
+    current = conn.execute(sa.select(consumer_progress.c.high_water).where(*key)).scalar()
+    if current is None:
+        conn.execute(sa.insert(consumer_progress).values(group_id=group_id, topic=tp[0], partition=tp[1], high_water=offset))
+    elif offset > current:
+        conn.execute(sa.update(consumer_progress).where(*key).values(high_water=offset))

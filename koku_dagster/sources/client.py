@@ -1,0 +1,186 @@
+"""Platform Sources REST client (CONTRACT section 3) with Koku's error classification.
+
+One pooled ``requests.Session`` per client, timeouts on every call. Error texts name the
+path and status only: never headers, bodies or secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from koku_dagster.sources.errors import SourceDataError, SourceNotFound, SourcesApiError
+from koku_dagster.sources.model import Application, AuthenticationRecord, SourceDetails, Tenant
+
+log = logging.getLogger(__name__)
+
+COST_MANAGEMENT_APP_TYPE = "/insights/platform/cost-management"
+
+
+def _opt_int(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+class SourcesClient:
+    """Calls the Platform Sources public and internal APIs."""
+
+    def __init__(
+        self,
+        api_base: str,
+        internal_base: str,
+        psk: str,
+        *,
+        timeout: tuple[float, float] = (3.0, 10.0),
+        pool_size: int = 16,
+    ) -> None:
+        self.api_base = api_base.rstrip("/")
+        self.internal_base = internal_base.rstrip("/")
+        self._psk = psk
+        self.timeout = timeout
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __repr__(self) -> str:
+        return f"SourcesClient({self.api_base!r})"
+
+    # -- transport -----------------------------------------------------------------------------
+
+    def _headers(self, tenant: Tenant | None) -> dict[str, str]:
+        headers = {"x-rh-sources-psk": self._psk, "Accept": "application/json"}
+        if tenant is not None:
+            headers["x-rh-identity"] = tenant.auth_header
+            headers["x-rh-sources-org-id"] = tenant.org_id
+            if tenant.account_id:
+                headers["x-rh-sources-account-number"] = tenant.account_id
+        return headers
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        tenant: Tenant | None,
+        *,
+        internal: bool = False,
+        params: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> requests.Response:
+        url = (self.internal_base if internal else self.api_base) + "/" + path
+        try:
+            return self.session.request(
+                method, url, headers=self._headers(tenant), params=params, json=body, timeout=self.timeout
+            )
+        except requests.RequestException as exc:
+            raise SourcesApiError(f"{method} {path}: {type(exc).__name__} (Platform Sources unreachable)") from None
+
+    def _get(self, path: str, tenant: Tenant | None, *, internal: bool = False, **params: str) -> dict[str, Any]:
+        response = self._request("GET", path, tenant, internal=internal, params=params or None)
+        if response.status_code == 404 and "source not found" in response.text.lower():
+            raise SourceNotFound(f"GET {path}: source not found")
+        if response.status_code != 200:
+            raise SourcesApiError(f"GET {path}: status {response.status_code}")
+        try:
+            payload = response.json()
+        except (ValueError, json.JSONDecodeError):
+            raise SourcesApiError(f"GET {path}: response is not JSON") from None
+        if not isinstance(payload, dict):
+            raise SourcesApiError(f"GET {path}: response is not a JSON object")
+        return payload
+
+    @staticmethod
+    def _data(payload: dict[str, Any]) -> list[dict[str, Any]]:
+        data = payload.get("data")
+        return [row for row in data if isinstance(row, dict)] if isinstance(data, list) else []
+
+    # -- calls ---------------------------------------------------------------------------------
+
+    def cost_management_type_id(self) -> int:
+        """The cost-management application type id (looked up, never assumed)."""
+        data = self._data(self._get("application_types", None, **{"filter[name]": COST_MANAGEMENT_APP_TYPE}))
+        type_id = _opt_int(data[0].get("id")) if len(data) == 1 else None
+        if type_id is None:
+            raise SourcesApiError("cost management application type id not found")
+        return type_id
+
+    def is_cost_management_source(self, app_type_id: int, source_id: int, tenant: Tenant) -> bool:
+        payload = self._get(f"application_types/{app_type_id}/sources", tenant, **{"filter[id]": str(source_id)})
+        return bool(self._data(payload))
+
+    def source_details(self, source_id: int, tenant: Tenant) -> SourceDetails:
+        payload = self._get(f"sources/{source_id}", tenant)
+        return SourceDetails(
+            name=payload.get("name") if isinstance(payload.get("name"), str) else None,
+            source_type_id=_opt_int(payload.get("source_type_id")),
+            uid=payload.get("uid") if isinstance(payload.get("uid"), str) else None,
+            source_ref=payload.get("source_ref") if isinstance(payload.get("source_ref"), str) else None,
+        )
+
+    def source_type_name(self, type_id: int) -> str:
+        data = self._data(self._get("source_types", None, **{"filter[id]": str(type_id)}))
+        name = data[0].get("name") if data else None
+        if not isinstance(name, str):
+            raise SourcesApiError("source type name not found")
+        return name
+
+    def application(self, source_id: int, app_type_id: int, tenant: Tenant) -> Application | None:
+        payload = self._get(
+            "applications",
+            tenant,
+            **{"filter[source_id]": str(source_id), "filter[application_type_id]": str(app_type_id)},
+        )
+        data = self._data(payload)
+        if not data:
+            return None
+        app_id = _opt_int(data[0].get("id"))
+        if app_id is None:
+            raise SourcesApiError("application has no id")
+        extra = data[0].get("extra")
+        return Application(id=app_id, extra=extra if isinstance(extra, dict) else {})
+
+    def authentication(self, source_id: int, authtype: str, tenant: Tenant) -> AuthenticationRecord | None:
+        payload = self._get(
+            "authentications", tenant, **{"filter[source_id]": str(source_id), "filter[authtype]": authtype}
+        )
+        data = self._data(payload)
+        if not data:
+            return None
+        row = data[0]
+        extra = row.get("extra")
+        username = row.get("username")
+        return AuthenticationRecord(
+            id=str(row.get("id") or ""),
+            username=username if isinstance(username, str) else "",
+            extra=extra if isinstance(extra, dict) else {},
+        )
+
+    def authentication_password(self, auth_id: str, tenant: Tenant) -> str | None:
+        """The secret of an authentication (internal API); never logged."""
+        if not auth_id:
+            raise SourceDataError("authentication has no id")
+        payload = self._get(
+            f"authentications/{auth_id}", tenant, internal=True, **{"expose_encrypted_attribute[]": "password"}
+        )
+        password = payload.get("password")
+        return password if isinstance(password, str) and password else None
+
+    def patch_availability(self, application_id: int, status: dict[str, str], tenant: Tenant) -> bool:
+        """PATCH the application's availability; False when the application is gone (404)."""
+        path = f"applications/{application_id}"
+        response = self._request("PATCH", path, tenant, body=status)
+        if response.status_code == 404:
+            log.info("application %s no longer exists; status not sent", application_id)
+            return False
+        if not 200 <= response.status_code < 300:
+            raise SourcesApiError(f"PATCH {path}: status {response.status_code}")
+        return True

@@ -1,0 +1,311 @@
+"""Provider operations derived from source records, kept durable in ``api_sources``.
+
+Which operation a source needs is read from its flags (Koku's screens), and retry state
+(``op_attempts``, ``op_next_attempt_at``, ``op_failed``) lives in the same row, so a crash
+loses nothing and the next pass resumes. Each operation runs in its own transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from koku_dagster.db.schema import (
+    customer,
+    manifest,
+    provider,
+    provider_authentication,
+    provider_billing_source,
+    report_status,
+    sources,
+)
+from koku_dagster.sources import status as status_mod
+from koku_dagster.sources.errors import ProviderValidationError
+from koku_dagster.sources.model import SourceRecord
+from koku_dagster.sources.source_settings import settings_complete
+from koku_dagster.sources.store import load_record, record_from_row, save_record
+from koku_dagster.sources.validation import validate_provider_settings
+
+log = logging.getLogger(__name__)
+
+Operation = Literal["create", "update", "destroy"]
+#: Removes every stored file of a provider (every path holding ``source={uuid}``).
+DataPurger = Callable[[str], None]
+
+MAX_OP_ATTEMPTS = 8
+_BACKOFF_BASE_SECONDS = 5.0
+_BACKOFF_CAP_SECONDS = 600.0
+_UUID_NAMESPACE = uuid.UUID("5b0c6e2e-6a55-4c55-9d8e-6f1d6a0c0b1e")
+
+
+def schema_name_for(org_id: str) -> str:
+    return f"org{org_id}"
+
+
+def provider_uuid_for(record: SourceRecord) -> str:
+    """The source ``uid`` when given, else a stable uuid derived from org and source id."""
+    if record.source_uuid:
+        return str(uuid.UUID(record.source_uuid))
+    return str(uuid.uuid5(_UUID_NAMESPACE, f"{record.org_id}/{record.source_id}"))
+
+
+def needed_operation(record: SourceRecord) -> Operation | None:
+    """Koku's screens: destroy wins, then update of a linked provider, then create."""
+    if record.out_of_order_delete:
+        return None
+    if record.pending_delete:
+        return "destroy"
+    if record.koku_uuid and record.pending_update:
+        return "update"
+    if (
+        not record.koku_uuid
+        and not record.status
+        and record.name
+        and record.auth_header
+        and settings_complete(record.source_type, record.credentials, record.data_source)
+    ):
+        return "create"
+    return None
+
+
+def backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1)))
+
+
+def fingerprint(value: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _get_or_create_json(conn: sa.Connection, table: sa.Table, column: str, value: dict[str, Any]) -> int:
+    digest = fingerprint(value)
+    found = conn.execute(sa.select(table.c.id).where(table.c.fingerprint == digest)).scalar()
+    if found is not None:
+        return int(found)
+    return int(conn.execute(sa.insert(table).values(**{column: value, "fingerprint": digest})).inserted_primary_key[0])
+
+
+def get_or_create_customer(conn: sa.Connection, org_id: str, account_id: str | None, now: datetime) -> int:
+    found = conn.execute(sa.select(customer.c.id).where(customer.c.org_id == org_id)).scalar()
+    if found is not None:
+        return int(found)
+    result = conn.execute(
+        sa.insert(customer).values(
+            org_id=org_id,
+            account_id=account_id,
+            schema_name=schema_name_for(org_id),
+            date_created=now,
+            date_updated=now,
+        )
+    )
+    return int(result.inserted_primary_key[0])
+
+
+def _delete_unreferenced(conn: sa.Connection, auth_id: int | None, billing_id: int | None) -> None:
+    if auth_id is not None and not conn.execute(
+        sa.select(sa.func.count()).select_from(provider).where(provider.c.authentication_id == auth_id)
+    ).scalar():
+        conn.execute(sa.delete(provider_authentication).where(provider_authentication.c.id == auth_id))
+    if billing_id is not None and not conn.execute(
+        sa.select(sa.func.count()).select_from(provider).where(provider.c.billing_source_id == billing_id)
+    ).scalar():
+        conn.execute(sa.delete(provider_billing_source).where(provider_billing_source.c.id == billing_id))
+
+
+def _check_duplicate(conn: sa.Connection, uuid_: str, auth_id: int, billing_id: int, customer_id: int) -> None:
+    duplicate = conn.execute(
+        sa.select(provider.c.uuid).where(
+            provider.c.authentication_id == auth_id,
+            provider.c.billing_source_id == billing_id,
+            provider.c.customer_id == customer_id,
+            provider.c.uuid != uuid_,
+        )
+    ).first()
+    if duplicate is not None:
+        raise ProviderValidationError(status_mod.DUPLICATE_ACCOUNT_MESSAGE)
+
+
+@dataclass(frozen=True)
+class OperationResult:
+    source_id: int
+    operation: Operation
+    outcome: Literal["done", "invalid", "retry", "failed"]
+    provider_uuid: str | None = None
+    error: str | None = None
+
+
+class ProviderOperations:
+    """Runs the provider operations that source records call for."""
+
+    def __init__(self, engine: sa.Engine, local_roots: tuple[Path, ...], purge_data: DataPurger) -> None:
+        self.engine = engine
+        self.local_roots = local_roots
+        self.purge_data = purge_data
+
+    # -- selection -----------------------------------------------------------------------------
+
+    def due(self, now: datetime, limit: int) -> list[tuple[Operation, SourceRecord]]:
+        """Operations due now, oldest sources first, at most ``limit``."""
+        flags = sa.or_(
+            sources.c.pending_delete,
+            sources.c.pending_update,
+            sa.and_(sources.c.koku_uuid.is_(None), sources.c.name.is_not(None)),
+        )
+        query = (
+            sa.select(sources)
+            .where(
+                flags,
+                ~sources.c.out_of_order_delete,
+                ~sources.c.op_failed,
+                sa.or_(sources.c.op_next_attempt_at.is_(None), sources.c.op_next_attempt_at <= now),
+            )
+            .order_by(sources.c.source_id)
+        )
+        found: list[tuple[Operation, SourceRecord]] = []
+        with self.engine.connect() as conn:
+            for row in conn.execute(query).mappings():
+                record = record_from_row(row)
+                op = needed_operation(record)
+                if op is not None:
+                    found.append((op, record))
+                    if len(found) >= limit:
+                        break
+        return found
+
+    # -- execution -----------------------------------------------------------------------------
+
+    def run(self, op: Operation, record: SourceRecord, now: datetime) -> OperationResult:
+        """Run one operation; never raises for a single source's failure."""
+        try:
+            if op == "destroy":
+                uuid_ = self._destroy(record, now)
+            else:
+                uuid_ = self._create_or_update(op, record, now)
+            return OperationResult(record.source_id, op, "done", uuid_)
+        except ProviderValidationError as exc:
+            self._mark(record.source_id, now, status=status_mod.build_status(str(exc)), error=str(exc))
+            log.warning("provider %s for source %s refused: %s", op, record.source_id, exc)
+            return OperationResult(record.source_id, op, "invalid", error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - any failure is retried, bounded
+            error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            attempts = record.op_attempts + 1
+            failed = attempts >= MAX_OP_ATTEMPTS
+            self._mark(
+                record.source_id,
+                now,
+                attempts=attempts,
+                failed=failed,
+                error=error,
+                status=status_mod.build_status(f"Provider {op} failed: {error}") if failed else None,
+            )
+            log.error("provider %s for source %s failed (attempt %s): %s", op, record.source_id, attempts, error)
+            return OperationResult(record.source_id, op, "failed" if failed else "retry", error=error)
+
+    def _mark(
+        self,
+        source_id: int,
+        now: datetime,
+        *,
+        status: dict[str, str] | None = None,
+        error: str | None = None,
+        attempts: int | None = None,
+        failed: bool = False,
+    ) -> None:
+        with self.engine.begin() as conn:
+            before = load_record(conn, source_id)
+            if before is None:
+                return
+            after = before.copy()
+            after.op_last_error = error
+            if attempts is not None:
+                after.op_attempts = attempts
+                after.op_next_attempt_at = now + backoff(attempts)
+                after.op_failed = failed
+            if status is not None and after.status != status:
+                after.status = status
+                after.status_push_pending = True
+            if status is not None and after.pending_update and after.koku_uuid:
+                after.pending_update = False  # the update was refused; wait for the next change
+            save_record(conn, before, after)
+
+    def _create_or_update(self, op: Operation, record: SourceRecord, now: datetime) -> str:
+        credentials, data_source = record.credentials, record.data_source
+        validate_provider_settings(record.source_type, credentials, data_source, self.local_roots)
+        assert record.org_id is not None
+        with self.engine.begin() as conn:
+            current = load_record(conn, record.source_id)
+            if current is None or needed_operation(current) != op:
+                return current.koku_uuid if current and current.koku_uuid else ""  # changed meanwhile
+            customer_id = get_or_create_customer(conn, record.org_id, record.account_id, now)
+            auth_id = _get_or_create_json(conn, provider_authentication, "credentials", credentials)
+            billing_id = _get_or_create_json(conn, provider_billing_source, "data_source", data_source)
+            uuid_ = current.koku_uuid if op == "update" else provider_uuid_for(current)
+            existing = conn.execute(sa.select(provider).where(provider.c.uuid == uuid_)).mappings().first()
+            if existing is not None and existing["customer_id"] != customer_id:
+                raise ProviderValidationError("A provider with this source's uid belongs to another organization.")
+            account_changed = existing is None or (existing["authentication_id"], existing["billing_source_id"]) != (
+                auth_id,
+                billing_id,
+            )
+            if account_changed:
+                _check_duplicate(conn, uuid_, auth_id, billing_id, customer_id)
+            values = {
+                "name": (current.name or "")[:256],
+                "type": current.source_type,
+                "customer_id": customer_id,
+                "authentication_id": auth_id,
+                "billing_source_id": billing_id,
+                "active": True,
+                "paused": current.paused,
+            }
+            if existing is None:
+                conn.execute(sa.insert(provider).values(uuid=uuid_, created_timestamp=now, **values))
+            else:
+                conn.execute(sa.update(provider).where(provider.c.uuid == uuid_).values(**values))
+                if account_changed:
+                    _delete_unreferenced(conn, existing["authentication_id"], existing["billing_source_id"])
+            after = current.copy()
+            after.koku_uuid = uuid_
+            after.pending_update = False
+            after.op_attempts = 0
+            after.op_next_attempt_at = None
+            after.op_last_error = None
+            available = status_mod.build_status(None)
+            if after.status != available:
+                after.status = available
+                after.status_push_pending = True
+            save_record(conn, current, after)
+        log.info("provider %s %sd for source %s", uuid_, op, record.source_id)
+        return uuid_
+
+    def _destroy(self, record: SourceRecord, now: datetime) -> str | None:
+        uuid_ = record.koku_uuid
+        if uuid_:
+            with self.engine.begin() as conn:
+                conn.execute(sa.update(provider).where(provider.c.uuid == uuid_).values(active=False))
+            self.purge_data(uuid_)  # files first: a failure here is retried, tables untouched
+            delete_provider_rows(self.engine, uuid_)
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(sources).where(sources.c.source_id == record.source_id))
+        log.info("source %s and its provider %s deleted", record.source_id, uuid_)
+        return uuid_
+
+
+def delete_provider_rows(engine: sa.Engine, uuid_: str) -> None:
+    """Delete a provider, its manifests and file statuses, and auth/billing rows nobody else uses."""
+    with engine.begin() as conn:
+        row = conn.execute(sa.select(provider).where(provider.c.uuid == uuid_)).mappings().first()
+        manifest_ids = sa.select(manifest.c.id).where(manifest.c.provider_id == uuid_)
+        conn.execute(sa.delete(report_status).where(report_status.c.manifest_id.in_(manifest_ids)))
+        conn.execute(sa.delete(manifest).where(manifest.c.provider_id == uuid_))
+        if row is not None:
+            conn.execute(sa.delete(provider).where(provider.c.uuid == uuid_))
+            _delete_unreferenced(conn, row["authentication_id"], row["billing_source_id"])

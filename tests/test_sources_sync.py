@@ -1,0 +1,345 @@
+"""End to end: stand-in Platform Sources -> Tansu -> SourcesSync -> tables (SQLite and PostgreSQL).
+
+Scenario numbers refer to koku-behaviour.md section 6.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from koku_dagster.db.schema import provider, sources
+from koku_dagster.devtools.platform_sources.admin import identity_header
+from koku_dagster.sources.status import DUPLICATE_ACCOUNT_MESSAGE
+from koku_dagster.streaming import BatchConsumer
+from tests.conftest import Harness, default_headers
+
+ARN = "arn:aws:iam::111111111111:role/CostManagement"
+UID = "5eebe172-7baa-4280-823f-19e597d091e9"
+
+
+def _source(h: Harness, source_id: int) -> dict | None:
+    rows = [r for r in h.table("api_sources", "source_id") if r["source_id"] == source_id]
+    return rows[0] if rows else None
+
+
+def _providers(h: Harness) -> list[dict]:
+    return h.table("api_provider", "uuid")
+
+
+def _aws(h: Harness, name: str = "Provider AWS", **kw) -> dict:
+    bucket = h.buckets / name.replace(" ", "_")
+    bucket.mkdir(exist_ok=True)
+    kw.setdefault("role_arn", ARN)
+    kw.setdefault("external_id", "ext-1")
+    return h.admin.create_cost_source("aws-local", name, bucket=str(bucket), **kw)
+
+
+def test_aws_happy_path_creates_source_provider_and_reports_available(harness: Harness) -> None:
+    created = _aws(harness, uid=UID)
+    source_id = int(created["source"]["id"])
+    report = harness.run()[0]
+    assert report.batch.read == 4 and report.batch.rejected == []
+
+    row = _source(harness, source_id)
+    assert row is not None
+    assert row["source_type"] == "AWS-local" and row["name"] == "Provider AWS"
+    assert row["source_uuid"] == UID and row["koku_uuid"] == UID
+    assert row["authentication"] == {"credentials": {"role_arn": ARN, "external_id": "ext-1"}}
+    assert row["billing_source"] == {"data_source": {"bucket": str(harness.buckets / "Provider_AWS")}}
+    assert row["account_id"] == "10001" and row["org_id"] == "1234567"
+    assert row["pending_update"] is False and row["status"]["availability_status"] == "available"
+
+    (prov,) = _providers(harness)
+    assert prov["uuid"] == UID and prov["type"] == "AWS-local" and prov["active"] and not prov["paused"]
+    (customer,) = harness.table("api_customer", "id")
+    assert customer["org_id"] == "1234567" and customer["schema_name"] == "org1234567"
+    assert prov["customer_id"] == customer["id"]
+
+    patches = harness.standin.status_patches(only_successful=True)
+    assert patches == [(int(created["application"]["id"]), {"availability_status": "available", "availability_status_error": ""})]
+    # The PATCH makes the service emit Application.update; consuming it changes nothing and sends nothing.
+    harness.settle()
+    assert len(harness.standin.status_patches(only_successful=True)) == 1
+    assert _source(harness, source_id)["status"]["availability_status"] == "available"
+
+
+def test_updates_rename_rebill_and_rotate_credentials(harness: Harness) -> None:
+    created = _aws(harness, uid=UID)
+    source_id = int(created["source"]["id"])
+    harness.settle()
+    new_bucket = harness.buckets / "other"
+    new_bucket.mkdir()
+    harness.admin.update_source(source_id, name="Renamed AWS")
+    harness.admin.update_source(source_id, name="Renamed AWS")  # duplicate: no change
+    harness.admin.update_application_extra(created["application"]["id"], {"bucket": str(new_bucket)})
+    new_arn = "arn:aws:iam::111111111111:role/Other"
+    harness.admin.update_authentication(created["authentication"]["id"], username=new_arn)
+    harness.settle()
+    row = _source(harness, source_id)
+    assert row["name"] == "Renamed AWS"
+    assert row["billing_source"]["data_source"]["bucket"] == str(new_bucket)
+    assert row["authentication"]["credentials"]["role_arn"] == new_arn
+    assert row["pending_update"] is False
+    (prov,) = _providers(harness)
+    assert prov["name"] == "Renamed AWS"
+    creds = [r["credentials"] for r in harness.table("api_providerauthentication", "id")]
+    billing = [r["data_source"] for r in harness.table("api_providerbillingsource", "id")]
+    assert creds == [{"role_arn": new_arn, "external_id": "ext-1"}]  # the old row is gone
+    assert billing == [{"bucket": str(new_bucket)}]
+
+
+def test_pause_and_unpause_follow_to_provider(harness: Harness) -> None:
+    created = _aws(harness)
+    source_id = int(created["source"]["id"])
+    harness.settle()
+    harness.admin.pause_source(source_id)
+    harness.settle()
+    assert _source(harness, source_id)["paused"] is True
+    assert _providers(harness)[0]["paused"] is True
+    harness.admin.unpause_source(source_id)
+    harness.settle()
+    assert _source(harness, source_id)["paused"] is False
+    assert _providers(harness)[0]["paused"] is False
+
+
+def test_delete_removes_provider_files_and_source(harness: Harness) -> None:
+    created = _aws(harness, uid=UID)
+    source_id = int(created["source"]["id"])
+    keep = _aws(harness, "Other AWS", role_arn=ARN + "2")
+    harness.settle()
+    data = harness.store.local_root / "data"
+    doomed = data / "csv" / "org1234567" / "AWS" / f"source={UID}" / "year=2026" / "month=11"
+    doomed.mkdir(parents=True)
+    (doomed / "a.csv").write_text("x")
+    kept_uuid = _source(harness, int(keep["source"]["id"]))["koku_uuid"]
+    kept = data / "parquet" / "org1234567" / "AWS" / f"source={kept_uuid}"
+    kept.mkdir(parents=True)
+    harness.admin.delete_source(source_id)
+    harness.settle()
+    assert _source(harness, source_id) is None
+    assert [p["uuid"] for p in _providers(harness)] == [kept_uuid]
+    assert not (data / "csv" / "org1234567" / "AWS" / f"source={UID}").exists()
+    assert kept.exists()
+    assert len(harness.table("api_providerauthentication", "id")) == 1
+
+
+def test_ocp_source_needs_only_application_and_follows_cluster_id(harness: Harness) -> None:
+    created = harness.admin.create_cost_source("ocp", "Cluster One", cluster_id="C1")
+    source_id = int(created["source"]["id"])
+    harness.settle()
+    row = _source(harness, source_id)
+    assert row["source_type"] == "OCP"
+    assert row["authentication"] == {"credentials": {"cluster_id": "C1"}}
+    assert row["billing_source"] in ({}, None)
+    assert row["koku_uuid"] and _providers(harness)[0]["type"] == "OCP"
+    harness.admin.update_source(source_id, source_ref="C2", name="Cluster Two")
+    harness.settle()
+    row = _source(harness, source_id)
+    assert row["authentication"]["credentials"]["cluster_id"] == "C2" and row["name"] == "Cluster Two"
+    assert _providers(harness)[0]["name"] == "Cluster Two"
+
+
+def test_azure_credentials_from_three_calls_and_secret_never_logged(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = "very-secret-client-value"
+    storage = harness.buckets / "azure"
+    storage.mkdir()
+    created = harness.admin.create_cost_source(
+        "azure-local", "Azure", storage_account=str(storage), resource_group="rg", client_secret=secret
+    )
+    reports = harness.settle()
+    row = _source(harness, int(created["source"]["id"]))
+    assert row["authentication"]["credentials"]["client_secret"] == secret
+    assert set(row["authentication"]["credentials"]) == {"client_id", "client_secret", "subscription_id", "tenant_id"}
+    assert row["koku_uuid"]
+    identity = identity_header("1234567", "10001")
+    assert secret not in caplog.text and identity not in caplog.text
+    assert all(secret not in repr(r) for r in reports)
+
+
+def test_events_of_other_applications_are_ignored(harness: Harness) -> None:
+    created = _aws(harness)
+    source_id = int(created["source"]["id"])
+    harness.settle()
+    before = harness.table("api_sources", "source_id")
+    harness.produce("Application.create", {"id": 99, "source_id": 4242, "application_type_id": 1})
+    harness.produce("Authentication.create", {"id": "5", "source_id": 4242, "authtype": "arn"})
+    harness.produce("Authentication.create", {"id": "6", "source_id": source_id, "authtype": "access_key_secret_key"})
+    harness.produce("Source.create", {"id": 4242})
+    harness.produce("Endpoint.create", {"id": 1, "source_id": source_id})
+    report = harness.run()[0]
+    assert report.batch.read == 5 and report.batch.applied == 0 and report.batch.rejected == []
+    assert harness.table("api_sources", "source_id") == before
+
+
+def test_malformed_messages_are_recorded_and_stream_continues(harness: Harness) -> None:
+    bad_b64 = {**default_headers(), "x-rh-identity": b"%%%not-base64%%%"}
+    no_identity = {k: v for k, v in default_headers().items() if k != "x-rh-identity"}
+    no_org = {"x-rh-identity": base64.b64encode(json.dumps({"identity": {"account_number": "1"}}).encode())}
+    harness.produce("Application.create", None, raw=b"{not json")
+    harness.produce("Application.create", {"source_id": 1, "application_type_id": 2}, headers=bad_b64)
+    harness.produce("Application.destroy", {"source_id": 1, "application_type_id": 2}, headers=no_identity)
+    harness.produce("Application.create", {"source_id": 1, "application_type_id": 2}, headers=no_org)
+    harness.produce("Application.create", {"source_id": "x" * 5000, "application_type_id": 2})
+    harness.produce("Application.create", {"source_id": 10**40, "application_type_id": 2})
+    created = _aws(harness)
+    harness.settle()
+    rejected = harness.table("sources_rejected_message", "offset")
+    assert [r["offset"] for r in rejected] == [0, 1, 2, 3, 4, 5]
+    assert "not valid JSON" in rejected[0]["reason"] and "base64" in rejected[1]["reason"]
+    assert "x-rh-identity" in rejected[2]["reason"] and "org id" in rejected[3]["reason"]
+    assert all(r["topic"] == harness.topic and r["partition"] == 0 for r in rejected)
+    assert all("%%%" not in r["reason"] for r in rejected)
+    assert _source(harness, int(created["source"]["id"]))["koku_uuid"]
+    with BatchConsumer(harness.broker.bootstrap, harness.topic, "hccm-sources") as consumer:
+        assert consumer.committed([0])[0] == 10 + len(harness.standin.events_of("Application.update"))
+
+
+def test_platform_sources_outage_then_recovery_loses_nothing(harness: Harness) -> None:
+    created = [_aws(harness, f"AWS {i}", role_arn=f"{ARN}{i}") for i in range(3)]
+    harness.standin.inject_faults(status=503, count=10_000)
+    report = harness.run()[0]
+    assert report.api_available is False and report.batch.read == 0
+    assert harness.table("api_sources", "source_id") == []
+    harness.standin.clear_faults()
+    harness.standin.stop()  # now connections are refused
+    report = harness.run()[0]
+    assert report.api_available is False
+    harness.standin.start()
+    harness.standin.inject_faults(status=503, count=3)  # flaky for a few calls mid-batch
+    harness.settle(max_passes=10)
+    rows = harness.table("api_sources", "source_id")
+    assert len(rows) == 3 and all(r["koku_uuid"] for r in rows)
+    assert len(_providers(harness)) == 3
+    assert harness.table("sources_rejected_message", "offset") == []
+    assert {int(c["source"]["id"]) for c in created} == {r["source_id"] for r in rows}
+
+
+def test_destroy_before_create_leaves_tombstone_and_drops_late_create(harness: Harness) -> None:
+    source = harness.admin.create_source("Late", "amazon-local")
+    sid = int(source["id"])
+    # The destroy arrives first while the source still exists on the platform.
+    harness.produce("Application.destroy", {"id": 7, "source_id": sid, "application_type_id": 2})
+    harness.run()
+    row = _source(harness, sid)
+    assert row is not None and row["out_of_order_delete"] is True
+    harness.produce("Application.create", {"id": 7, "source_id": sid, "application_type_id": 2})
+    harness.run()
+    assert _source(harness, sid) is None and _providers(harness) == []
+
+
+def test_destroy_of_unknown_source_gone_from_platform_does_nothing(harness: Harness) -> None:
+    harness.produce("Application.destroy", {"id": 7, "source_id": 777, "application_type_id": 2})
+    report = harness.run()[0]
+    assert report.batch.read == 1 and harness.table("api_sources", "source_id") == []
+
+
+def test_duplicate_account_is_refused_and_reported(harness: Harness) -> None:
+    bucket = harness.buckets / "shared"
+    bucket.mkdir()
+    first = harness.admin.create_cost_source("aws-local", "First", bucket=str(bucket), role_arn=ARN)
+    harness.settle()
+    second = harness.admin.create_cost_source("aws-local", "Second", bucket=str(bucket), role_arn=ARN)
+    harness.settle()
+    assert len(_providers(harness)) == 1
+    row = _source(harness, int(second["source"]["id"]))
+    assert row["koku_uuid"] is None
+    assert row["status"] == {"availability_status": "unavailable", "availability_status_error": DUPLICATE_ACCOUNT_MESSAGE}
+    app_id = int(second["application"]["id"])
+    assert (app_id, row["status"]) in harness.standin.status_patches(only_successful=True)
+    assert _source(harness, int(first["source"]["id"]))["koku_uuid"]
+
+
+def test_local_bucket_outside_roots_is_refused(harness: Harness, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    created = harness.admin.create_cost_source("aws-local", "Escape", bucket=str(harness.buckets / ".." / "elsewhere"))
+    other = harness.admin.create_cost_source("aws-local", "Outside", bucket=str(outside), role_arn=ARN + "x")
+    harness.settle()
+    assert _providers(harness) == []
+    for c in (created, other):
+        row = _source(harness, int(c["source"]["id"]))
+        assert row["status"]["availability_status"] == "unavailable"
+
+
+def test_replay_from_offset_zero_leaves_identical_tables(harness: Harness) -> None:
+    a = _aws(harness, "A", uid=UID)
+    _aws(harness, "B", role_arn=ARN + "b")
+    harness.admin.create_cost_source("ocp", "C", cluster_id="C1")
+    harness.admin.pause_source(int(a["source"]["id"]))
+    doomed = _aws(harness, "D", role_arn=ARN + "d")
+    harness.settle()
+    harness.admin.delete_source(int(doomed["source"]["id"]))
+    harness.settle()
+    tables = ["api_sources", "api_provider", "api_customer", "api_providerauthentication", "api_providerbillingsource"]
+    keys = {"api_sources": "source_id", "api_provider": "uuid"}
+
+    def snapshot() -> dict[str, list[dict]]:
+        out = {}
+        for t in tables:
+            rows = harness.table(t, keys.get(t, "id"))
+            out[t] = [{k: v for k, v in r.items() if k != "updated_timestamp"} for r in rows]
+        return out
+
+    before = snapshot()
+    with BatchConsumer(harness.broker.bootstrap, harness.topic, "hccm-sources") as consumer:
+        consumer.commit({0: 0})
+    reports = harness.settle()
+    assert reports[0].batch.read > 10
+    assert snapshot() == before
+    assert harness.table("sources_rejected_message", "offset") == []
+
+
+def test_crash_between_db_commit_and_offset_commit(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    created = _aws(harness, uid=UID)
+
+    def crash(self, offsets):  # the process dies right after the database commit
+        raise RuntimeError("simulated crash before offset commit")
+
+    monkeypatch.setattr(BatchConsumer, "commit", crash)
+    with pytest.raises(RuntimeError):
+        harness.run()
+    assert _source(harness, int(created["source"]["id"])) is not None  # effects are durable
+    monkeypatch.undo()
+    reports = harness.settle()
+    assert reports[0].batch.read == 4  # the batch is delivered again
+    assert [p["uuid"] for p in _providers(harness)] == [UID]
+    assert len(harness.table("api_sources", "source_id")) == 1
+
+
+def test_failing_provider_operation_is_retried_then_marked_failed(harness: Harness) -> None:
+    created = _aws(harness, uid=UID)
+    keep = _aws(harness, "Keep", role_arn=ARN + "k")
+    harness.settle()
+    calls = []
+
+    def broken_purge(uuid: str) -> int:
+        calls.append(uuid)
+        raise OSError("object store unavailable")
+
+    harness.store = type(harness.store)(harness.store.url)
+    harness.admin.delete_source(int(created["source"]["id"]))
+    sync = harness.sync()
+    sync.operations.purge_data = broken_purge
+    from datetime import timedelta
+
+    from koku_dagster.db.types import utcnow
+    from koku_dagster.sources.providers import MAX_OP_ATTEMPTS
+
+    now = utcnow()
+    for i in range(MAX_OP_ATTEMPTS + 2):
+        sync.run_once(now=now + timedelta(hours=i))
+    row = _source(harness, int(created["source"]["id"]))
+    assert len(calls) == MAX_OP_ATTEMPTS
+    assert row["op_failed"] is True and "object store unavailable" in row["op_last_error"]
+    assert row["status"]["availability_status"] == "unavailable"
+    assert UID in [p["uuid"] for p in _providers(harness)]  # nothing half-deleted
+    assert _source(harness, int(keep["source"]["id"]))["koku_uuid"]  # others unaffected
