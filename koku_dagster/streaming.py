@@ -29,6 +29,8 @@ def consumer_config(bootstrap: str, group_id: str) -> dict[str, object]:
         "auto.offset.reset": "earliest",
         "session.timeout.ms": 6000,
         "socket.timeout.ms": 10000,
+        "fetch.wait.max.ms": 50,
+        "fetch.error.backoff.ms": 50,
         "log_level": 3,
     }
 

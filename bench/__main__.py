@@ -1,0 +1,52 @@
+"""``python -m bench [--only sources] [--sources N]``: run the benchmarks, print a results table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from bench import sources_sync
+from bench._util import machine
+
+BENCHMARKS = {sources_sync.NAME: sources_sync}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append",
+                        help="run only this benchmark (repeatable); default: all")
+    parser.add_argument("--sources", type=int, default=2000, help="sources to create (default 2000)")
+    parser.add_argument("--baseline-sources", type=int, default=500,
+                        help="run the one-message-at-a-time baseline on the events of the first N sources "
+                             "and extrapolate its rates (default 500; 0 = all sources)")
+    parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite,postgresql")
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="delay every stand-in API answer by this much, to model a remote Platform "
+                             "Sources (default 0: loopback)")
+    parser.add_argument("--no-memory-check", action="store_true", help="skip the N/2-sources memory run")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, SQLite files)")
+    options = parser.parse_args(argv)
+
+    started = time.monotonic()
+    rows = []
+    for name in options.only or list(BENCHMARKS):
+        rows.extend(BENCHMARKS[name].run(options))
+    facts = machine()
+    print()
+    print(f"machine: {facts['nproc']} CPUs ({facts['cpu']}), {facts['memory']} RAM, Python {facts['python']}, "
+          f"Linux {facts['kernel']}")
+    print(f"options: sources={options.sources} baseline_sources={options.baseline_sources or options.sources} "
+          f"latency_ms={options.latency_ms:g}")
+    print()
+    for name in options.only or list(BENCHMARKS):
+        print(BENCHMARKS[name].report([r for r in rows if r.benchmark == name]))
+    print()
+    bad = [r for r in rows if not r.ok]
+    print(f"total bench time {time.monotonic() - started:.0f} s; "
+          + (f"{len(bad)} run(s) FAILED the provider count check" if bad else "all provider counts match"))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

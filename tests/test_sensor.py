@@ -1,0 +1,91 @@
+"""``platform_sources_sensor`` through Dagster: partitions follow providers, records are materialized."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from koku_dagster.assets.partitions import providers_partitions
+from koku_dagster.definitions import defs
+from koku_dagster.resources import ApplicationDatabase, KafkaResource, ObjectStoreResource, PlatformSourcesResource
+from koku_dagster.sensors.platform_sources import platform_sources_sensor
+from tests.conftest import Harness
+
+SECRET = "sensor-test-client-secret"
+
+
+def _resources(h: Harness) -> dict[str, object]:
+    return {
+        "app_db": ApplicationDatabase(database_url=h.url),
+        "platform_sources": PlatformSourcesResource(api_url=h.standin.url, psk="sources-psk"),
+        "kafka": KafkaResource(bootstrap_servers=h.broker.bootstrap, sources_topic=h.topic),
+        "object_store": ObjectStoreResource(url=h.store.url, local_bucket_roots=str(h.buckets)),
+    }
+
+
+def _tick(h: Harness, instance: dg.DagsterInstance) -> dg.SensorResult:
+    context = dg.build_sensor_context(instance=instance, resources=_resources(h))
+    result = platform_sources_sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    for request in result.dynamic_partitions_requests or []:  # what the daemon does with them
+        if isinstance(request, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        else:
+            for key in request.partition_keys:
+                instance.delete_dynamic_partition(request.partitions_def_name, key)
+    return result
+
+
+def test_definitions_load_with_contract_names() -> None:
+    loaded = defs()
+    dg.Definitions.validate_loadable(loaded)
+    sensor = loaded.get_sensor_def("platform_sources_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert providers_partitions.name == "providers"
+
+
+def test_sensor_adds_and_deletes_provider_partitions_and_reports_records(harness: Harness) -> None:
+    storage = harness.buckets / "az"
+    storage.mkdir()
+    aws_dir = harness.buckets / "aws"
+    aws_dir.mkdir()
+    aws = harness.admin.create_cost_source("aws-local", "AWS", bucket=str(aws_dir), uid="0b6c0f8e-1111-4e5e-9d9e-000000000001")
+    harness.admin.create_cost_source(
+        "azure-local", "Azure", storage_account=str(storage), resource_group="rg", client_secret=SECRET,
+        uid="0b6c0f8e-1111-4e5e-9d9e-000000000002",
+    )
+    with dg.instance_for_test() as instance:
+        result = _tick(harness, instance)
+        assert set(instance.get_dynamic_partitions("providers")) == {
+            "0b6c0f8e-1111-4e5e-9d9e-000000000001",
+            "0b6c0f8e-1111-4e5e-9d9e-000000000002",
+        }
+        events = {e.asset_key.to_user_string(): e for e in result.asset_events}
+        assert set(events) == {"source_records", "provider_records"}
+        src_meta = events["source_records"].metadata
+        assert src_meta["events_read"].value == 8
+        assert src_meta["sources_by_type"].value == {"AWS-local": 1, "Azure-local": 1}
+        assert events["provider_records"].metadata["providers_created"].value == 2
+        assert SECRET not in repr(result)
+
+        harness.admin.delete_source(aws["source"]["id"])
+        _tick(harness, instance)
+        assert instance.get_dynamic_partitions("providers") == ["0b6c0f8e-1111-4e5e-9d9e-000000000002"]
+
+        quiet = _tick(harness, instance)
+        quiet = _tick(harness, instance)
+        assert quiet.skip_reason is not None and not quiet.asset_events
+
+
+def test_records_check_passes_on_consistent_tables(harness: Harness) -> None:
+    bucket = harness.buckets / "b"
+    bucket.mkdir()
+    harness.admin.create_cost_source("aws-local", "AWS", bucket=str(bucket))
+    harness.settle()
+    from koku_dagster.assets.records import providers_match_sources
+
+    result = providers_match_sources(ApplicationDatabase(database_url=harness.url))
+    assert result.passed and result.metadata["providers"].value == 1
+    with harness.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE api_sources SET koku_uuid = NULL")
+    result = providers_match_sources(ApplicationDatabase(database_url=harness.url))
+    assert not result.passed and result.metadata["providers_without_source"].value == 1
