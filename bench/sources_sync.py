@@ -3,7 +3,7 @@
 Setup (not timed): a Tansu broker, the Platform Sources stand-in (own process, publishing to
 Kafka) and an embedded PostgreSQL, all on loopback. ``N`` cost sources (aws, azure, gcp, ocp in
 turn, spread over several orgs, each with its own credentials) are created through the stand-in's
-public API, which publishes their events (4 per source, 3 for ocp). Those events are then copied,
+public API, which publishes their events (4 per source, 2 for ocp: no authentication). Those events are then copied,
 unchanged, to frozen topics that nothing else writes to: the full set, and prefixes for the
 first N/2 sources and for the baseline subset. (The stand-in's live topic also receives an
 ``Application.update`` echo for every status PATCH, so it would grow from run to run.)
@@ -40,7 +40,6 @@ from typing import Any
 NAME = "sources"
 
 KINDS = ("aws", "azure", "gcp", "ocp")
-EVENTS_PER_KIND = {"aws": 4, "azure": 4, "gcp": 4, "ocp": 3}
 ORGS = 10
 PSK = "sources-psk"
 API_PREFIX = "/api/sources/v3.1"
@@ -110,6 +109,7 @@ def _child_ours(cfg: dict[str, Any]) -> dict[str, Any]:
     )
     expected = cfg["events"]
     ticks = read = created = api_calls = pushes = 0
+    tick_log: list[dict[str, Any]] = []
     timed_out = False
     with RssSampler() as rss:
         t0 = time.monotonic()
@@ -120,6 +120,9 @@ def _child_ours(cfg: dict[str, Any]) -> dict[str, Any]:
             api_calls += report.batch.api_calls
             created += len(report.created)
             pushes += report.statuses.sent
+            tick_log.append({"s": round(report.seconds, 3), "read": report.batch.read,
+                             "api_calls": report.batch.api_calls, "ops": len(report.operations),
+                             "pushed": report.statuses.sent})
             busy = report.batch.read or report.operations or report.statuses.sent or report.statuses.failed
             if read >= expected and not busy:
                 break
@@ -140,6 +143,7 @@ def _child_ours(cfg: dict[str, Any]) -> dict[str, Any]:
         "read": read,
         "created": created,
         "ticks": ticks,
+        "tick_log": tick_log,
         "api_calls_in_batches": api_calls,
         "status_pushes": pushes,
         "rss_start_mb": rss.start_kb / 1024,
@@ -289,10 +293,6 @@ def _say(text: str) -> None:
     print(f"[bench:{NAME}] {text}", file=sys.stderr, flush=True)
 
 
-def events_for(kinds: list[str]) -> int:
-    return sum(EVENTS_PER_KIND[k] for k in kinds)
-
-
 class Services:
     """Broker, stand-in process and PostgreSQL for one benchmark session (not timed)."""
 
@@ -353,12 +353,19 @@ class Services:
             self.broker.stop()
 
 
-def create_sources(api: str, n: int) -> list[str]:
-    """Create ``n`` cost sources through the stand-in's public API; returns their kinds in order."""
+def create_sources(api: str, n: int, checkpoints: set[int]) -> dict[int, int]:
+    """Create ``n`` cost sources through the stand-in's public API.
+
+    Returns, for each count in ``checkpoints``, how many events the first that many sources
+    published (creation is sequential and every write is flushed to Kafka before it answers,
+    so those events are exactly the head of the topic).
+    """
+    import requests
+
     from koku_dagster.devtools.platform_sources import StandInAdmin
 
     admins = [StandInAdmin(api, org_id=f"{7100001 + j}", account=f"{20001 + j}", psk=PSK) for j in range(ORGS)]
-    kinds: list[str] = []
+    marks: dict[int, int] = {}
     try:
         for i in range(n):
             kind = KINDS[i % len(KINDS)]
@@ -376,13 +383,14 @@ def create_sources(api: str, n: int) -> list[str]:
             else:
                 details = {"cluster_id": f"bench-cluster-{i}"}
             admin.create_cost_source(kind, f"bench source {i:05d} ({kind})", **details)
-            kinds.append(kind)
+            if i + 1 in checkpoints:
+                marks[i + 1] = len(requests.get(f"{api}/_standin/events", timeout=60).json())
             if (i + 1) % 500 == 0:
                 _say(f"  {i + 1}/{n} sources created")
     finally:
         for admin in admins:
             admin.close()
-    return kinds
+    return marks
 
 
 def freeze_topics(bootstrap: str, source: str, total: int, targets: dict[str, int]) -> None:
@@ -395,6 +403,7 @@ def freeze_topics(bootstrap: str, source: str, total: int, targets: dict[str, in
     consumer = Consumer(kafka_consumer_config(bootstrap, f"bench-copy-{uuid.uuid4().hex[:8]}"))
     consumer.assign([TopicPartition(source, 0, OFFSET_BEGINNING)])
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    boundaries = {count for count in targets.values() if count < total}
     copied = 0
     deadline = time.monotonic() + 120
     try:
@@ -404,6 +413,8 @@ def freeze_topics(bootstrap: str, source: str, total: int, targets: dict[str, in
             for msg in consumer.consume(num_messages=1000, timeout=1.0):
                 if msg.error() is not None or copied >= total:
                     continue
+                if copied in boundaries and dict(msg.headers() or []).get("event_type") != b"Source.create":
+                    raise RuntimeError(f"event {copied} of {source} does not start a source: prefixes would split one")
                 for topic, count in targets.items():
                     if copied < count:
                         producer.produce(topic, key=msg.key(), value=msg.value(), headers=msg.headers())
@@ -459,14 +470,10 @@ def run(options: argparse.Namespace) -> list[Row]:
     with _workdir(options.keep) as workdir, Services(workdir) as svc:
         _say(f"work dir {workdir}; broker {svc.broker.bootstrap}; stand-in {svc.api}")
         t = time.monotonic()
-        kinds = create_sources(svc.api, n)
-        total_events = events_for(kinds)
+        marks = create_sources(svc.api, n, {n, half, base_n})
+        total_events = marks[n]
         _say(f"created {n} sources ({total_events} events) in {time.monotonic() - t:.1f} s")
-        topics = {
-            f"bench.sources.{n}": (n, total_events),
-            f"bench.sources.{half}": (half, events_for(kinds[:half])),
-            f"bench.sources.{base_n}": (base_n, events_for(kinds[:base_n])),
-        }
+        topics = {f"bench.sources.{k}": (k, marks[k]) for k in sorted({n, half, base_n})}
         freeze_topics(svc.broker.bootstrap, svc.live_topic, total_events, {t: e for t, (_, e) in topics.items()})
         if options.latency_ms:
             svc.set_latency(options.latency_ms)

@@ -343,3 +343,40 @@ def test_failing_provider_operation_is_retried_then_marked_failed(harness: Harne
     assert row["status"]["availability_status"] == "unavailable"
     assert UID in [p["uuid"] for p in _providers(harness)]  # nothing half-deleted
     assert _source(harness, int(keep["source"]["id"]))["koku_uuid"]  # others unaffected
+
+
+def test_backlog_drains_over_bounded_ticks(harness: Harness) -> None:
+    for i in range(5):
+        _aws(harness, f"Backlog {i}", role_arn=f"{ARN}{i}")
+    reads = []
+    sync = harness.sync(max_messages=6, read_budget_seconds=2.0)
+    for _ in range(8):
+        reads.append(sync.run_once().batch.read)
+    assert max(reads) <= 6 and sum(reads) >= 20
+    assert len(_providers(harness)) == 5
+
+
+def test_one_failing_source_is_given_up_and_others_proceed(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = _aws(harness, "Bad", role_arn=ARN + "bad")
+    good = _aws(harness, "Good", role_arn=ARN + "good")
+    bad_id = int(bad["source"]["id"])
+    from koku_dagster.sources.client import SourcesClient
+    from koku_dagster.sources.errors import SourcesApiError
+
+    real = SourcesClient.source_details
+
+    def flaky(self, source_id, tenant):  # this one source's details always fail
+        if source_id == bad_id:
+            raise SourcesApiError(f"GET sources/{source_id}: status 500")
+        return real(self, source_id, tenant)
+
+    monkeypatch.setattr(SourcesClient, "source_details", flaky)
+    from koku_dagster.sources.batch import MAX_MESSAGE_ATTEMPTS
+
+    harness.settle(max_passes=MAX_MESSAGE_ATTEMPTS + 6)
+    rejected = harness.table("sources_rejected_message", "offset")
+    assert rejected and all("gave up after" in r["reason"] for r in rejected)
+    assert _source(harness, int(good["source"]["id"]))["koku_uuid"]
+    assert len(_providers(harness)) == 1

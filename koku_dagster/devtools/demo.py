@@ -49,9 +49,9 @@ def main() -> int:
     buckets = settings.local_bucket_roots[0]
     today = date.today()
     start = today.replace(day=1)
-    end = max(start + timedelta(days=1), today - timedelta(days=1)) if today.day > 2 else start + timedelta(days=1)
+    end = start + timedelta(days=2)
     _say(f"generating nise reports ({start} to {end}) under {buckets} ...")
-    dirs = generate(buckets, start, min(end, start + timedelta(days=2)))
+    dirs = generate(buckets, start, end)
 
     stop = threading.Event()
 
@@ -76,7 +76,7 @@ def main() -> int:
     dagster = subprocess.Popen(
         [str(Path(sys.executable).with_name("dagster")), "dev", "-w", str(REPO / "workspace.yaml"),
          "-h", "127.0.0.1", "-p", "3000"],
-        cwd=REPO,
+        cwd=dagster_home,  # its dagster.yaml is the repository's copy
         env=env,
         start_new_session=True,
     )
