@@ -380,3 +380,37 @@ def test_one_failing_source_is_given_up_and_others_proceed(
     assert rejected and all("gave up after" in r["reason"] for r in rejected)
     assert _source(harness, int(good["source"]["id"]))["koku_uuid"]
     assert len(_providers(harness)) == 1
+
+
+def test_kafka_outage_is_reported_and_local_work_goes_on(harness: Harness) -> None:
+    from koku_dagster.devtools.services import free_port
+    from koku_dagster.sources.sync import SourcesSync, SyncLimits
+
+    created = _aws(harness, uid=UID)
+    harness.settle()
+    assert [p["uuid"] for p in _providers(harness)] == [UID]
+    with harness.engine.begin() as conn:  # a delete decided before the broker went away
+        conn.execute(sa.update(sources).values(pending_delete=True))
+    dead = SourcesSync(
+        harness.engine, harness.client, bootstrap=f"127.0.0.1:{free_port()}", topic=harness.topic,
+        local_roots=(harness.buckets,), purge_data=harness.store.delete_provider_data,
+        limits=SyncLimits(read_budget_seconds=1.0),
+    )
+    report = dead.run_once()
+    assert report.kafka_available is False and report.batch.read == 0
+    assert report.deleted == [UID] and _providers(harness) == []
+    assert _source(harness, int(created["source"]["id"])) is None
+
+
+def test_database_errors_do_not_reveal_bound_values(harness: Harness) -> None:
+    secret_header = "c2VjcmV0LWlkZW50aXR5LWhlYWRlcg=="
+    row = dict(source_id=1, offset=0, auth_header=secret_header, authentication={}, updated_timestamp=None)
+    from koku_dagster.db.types import utcnow
+
+    row["updated_timestamp"] = utcnow()
+    with harness.engine.begin() as conn:
+        conn.execute(sa.insert(sources).values(**row))
+    with pytest.raises(sa.exc.IntegrityError) as excinfo:
+        with harness.engine.begin() as conn:
+            conn.execute(sa.insert(sources).values(**row))
+    assert secret_header not in str(excinfo.value)

@@ -22,15 +22,20 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def create_app_engine(url: str) -> sa.Engine:
-    """A new engine for ``url``; SQLite gets WAL mode and a busy timeout."""
+    """A new engine for ``url``; SQLite gets WAL mode and a busy timeout.
+
+    ``hide_parameters`` keeps bound values (credentials, identity headers) out of error texts.
+    """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = sa.create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True
+        )
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True)
 
 
 def get_engine(url: str) -> sa.Engine:

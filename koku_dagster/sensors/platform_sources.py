@@ -80,10 +80,14 @@ def platform_sources_sensor(
             context.log.warning(f"provider {op.operation} for source {op.source_id}: {op.outcome}: {op.error}")
     if not report.api_available:
         context.log.warning("Platform Sources is unreachable; events wait in Kafka")
+    if not report.kafka_available:
+        context.log.warning("Kafka is unreachable; events wait")
 
     changed = batch.read or report.operations or to_add or to_delete or report.statuses.sent
     if not changed:
-        reason = "no new events" if report.api_available else "Platform Sources unreachable; events wait"
+        reason = "no new events"
+        if not report.api_available or not report.kafka_available:
+            reason = "Platform Sources or Kafka unreachable; events wait"
         return dg.SensorResult(skip_reason=reason, dynamic_partitions_requests=requests)
     counts = record_counts(engine)
     meta = _metadata(report, counts)

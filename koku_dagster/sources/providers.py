@@ -204,7 +204,9 @@ class ProviderOperations:
                 attempts=attempts,
                 failed=failed,
                 error=error,
-                status=status_mod.build_status(f"Provider {op} failed: {error}") if failed else None,
+                status=status_mod.build_status(f"Cost management could not {op} this integration; retries exhausted.")
+                if failed
+                else None,
             )
             log.error("provider %s for source %s failed (attempt %s): %s", op, record.source_id, attempts, error)
             return OperationResult(record.source_id, op, "failed" if failed else "retry", error=error)

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
+from confluent_kafka import KafkaException
 
 from koku_dagster.db.schema import provider, rejected_message, sources
 from koku_dagster.db.types import utcnow
@@ -39,7 +40,7 @@ _TYPE_NAME_CACHE: dict[str, dict[int, str]] = {}
 class SyncLimits:
     max_messages: int = 5000
     read_budget_seconds: float = 8.0
-    total_budget_seconds: float = 40.0
+    total_budget_seconds: float = 30.0
     max_operations: int = 5000
     max_status_pushes: int = 5000
     workers: int = 8
@@ -48,6 +49,7 @@ class SyncLimits:
 @dataclass
 class SyncReport:
     api_available: bool = True
+    kafka_available: bool = True
     batch: BatchResult = field(default_factory=BatchResult)
     start_offsets: dict[int, int] = field(default_factory=dict)
     operations: list[OperationResult] = field(default_factory=list)
@@ -98,7 +100,12 @@ class SourcesSync:
             log.warning("Platform Sources unavailable, events wait: %s", exc)
             report.api_available, cost_type_id = False, None
         if cost_type_id is not None:
-            report.batch = self._consume(cost_type_id, now, report)
+            try:
+                report.batch = self._consume(cost_type_id, now, report)
+            except KafkaException as exc:
+                # The broker is unreachable: nothing was committed; the next pass reads again.
+                log.warning("Kafka unavailable, events wait: %s", exc)
+                report.kafka_available = False
         deadline = started + self.limits.total_budget_seconds
         for op, record in self.operations.due(now, self.limits.max_operations):
             if time.monotonic() > deadline:
