@@ -6,6 +6,7 @@ import os
 
 import dagster as dg
 
+from koku_dagster.db.migrate import migrate
 from koku_dagster.assets.records import provider_records, providers_match_sources, source_records
 from koku_dagster.resources import ApplicationDatabase, KafkaResource, ObjectStoreResource, PlatformSourcesResource
 from koku_dagster.sensors.platform_sources import platform_sources_sensor
@@ -43,6 +44,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 @dg.definitions
 def defs() -> dg.Definitions:
     settings = get_settings()
+    migrate(settings.database_url)  # the schema is created or upgraded at start-up
     return dg.Definitions(
         assets=[source_records, provider_records],
         asset_checks=[providers_match_sources],

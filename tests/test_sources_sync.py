@@ -414,3 +414,39 @@ def test_database_errors_do_not_reveal_bound_values(harness: Harness) -> None:
         with harness.engine.begin() as conn:
             conn.execute(sa.insert(sources).values(**row))
     assert secret_header not in str(excinfo.value)
+
+
+def test_aws_role_arn_falls_back_to_the_internal_password(harness: Harness) -> None:
+    bucket = harness.buckets / "legacy"
+    bucket.mkdir()
+    source = harness.admin.create_source("Legacy AWS", "amazon-local")
+    app = harness.admin.add_cost_application(source["id"], {"bucket": str(bucket)})
+    harness.admin.add_authentication(app["id"], "arn", "", password=ARN)  # the ARN in the legacy place
+    harness.settle()
+    row = _source(harness, int(source["id"]))
+    assert row["authentication"] == {"credentials": {"role_arn": ARN, "external_id": None}}
+    assert row["koku_uuid"]
+
+
+def test_database_outage_commits_nothing_and_recovers(
+    harness: Harness, tmp_path: Path
+) -> None:
+    from koku_dagster.db.engine import dispose_engine, get_engine
+    from koku_dagster.db.migrate import migrate
+    from koku_dagster.devtools.services import EmbeddedPostgres
+
+    if not harness.url.startswith("postgresql"):
+        pytest.skip("a server outage needs the PostgreSQL backend")
+    with EmbeddedPostgres(tmp_path / "pgdown") as server:
+        url = server.create_database("outage")
+        migrate(url)
+        harness.engine = get_engine(url)
+        created = _aws(harness, uid=UID)
+        server.stop()
+        with pytest.raises(sa.exc.OperationalError):
+            harness.run()
+        server.start()
+        harness.settle()
+        assert _source(harness, int(created["source"]["id"]))["koku_uuid"] == UID
+        assert [p["uuid"] for p in _providers(harness)] == [UID]
+        dispose_engine(url)
