@@ -1,0 +1,1 @@
+"""What to ingest and when (Koku's orchestrator rules), free of Dagster."""

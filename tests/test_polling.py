@@ -1,0 +1,82 @@
+"""Koku's polling rules (scenarios 34-37 of koku-behaviour.md section 6), on both databases."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from koku_dagster.db.engine import get_engine
+from koku_dagster.db.schema import customer, provider
+from koku_dagster.orchestration.polling import (
+    billing_months,
+    currently_processing,
+    months_to_ingest,
+    take_polling_batch,
+)
+
+NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+def test_billing_months_current_first_and_distinct() -> None:
+    assert billing_months(date(2026, 1, 15), 3) == [date(2026, 1, 1), date(2025, 12, 1), date(2025, 11, 1)]
+    assert months_to_ingest(False, date(2026, 11, 26), 3) == [date(2026, 11, 1), date(2026, 10, 1), date(2026, 9, 1)]
+    assert months_to_ingest(True, date(2026, 11, 26), 3) == [date(2026, 11, 1), date(2026, 10, 1)]
+
+
+@pytest.mark.parametrize(
+    "polled,updated,created,expected",
+    [
+        (None, None, NOW - 5 * DAY, False),  # never polled
+        (NOW - DAY, NOW - 2 * DAY, NOW - 30 * DAY, True),  # polled after the last data update, recent
+        (NOW - 2 * DAY, NOW - 7 * DAY, NOW - 30 * DAY, False),  # data stale beyond the wait: poll again
+        (NOW, None, NOW, False),  # new provider: initial ingest allowed
+        (NOW - DAY, None, NOW - DAY - timedelta(hours=1), True),  # created a day ago, no data yet
+        (NOW - DAY, None, NOW - 9 * DAY, False),  # created long ago without data: assume it failed
+    ],
+)
+def test_currently_processing(polled, updated, created, expected) -> None:
+    assert currently_processing(polled, updated, created, NOW) is expected
+
+
+def _add(conn: sa.Connection, uuid: str, type_: str = "AWS", **values: object) -> None:
+    conn.execute(
+        sa.insert(provider).values(
+            uuid=uuid, name=uuid, type=type_, customer_id=1, created_timestamp=values.pop("created", NOW - 30 * DAY),
+            **values,
+        )
+    )
+
+
+def test_polling_batch_rules(db_url: str) -> None:
+    engine = get_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(customer).values(id=1, org_id="1", schema_name="org1", date_created=NOW, date_updated=NOW))
+        _add(conn, "a-never")
+        _add(conn, "b-old", polling_timestamp=NOW - 2 * DAY, data_updated_timestamp=NOW - 9 * DAY)
+        _add(conn, "c-recent", polling_timestamp=NOW - timedelta(hours=1))
+        _add(conn, "d-ocp", "OCP")
+        _add(conn, "e-paused", paused=True)
+        _add(conn, "f-inactive", active=False)
+        _add(conn, "g-busy", polling_timestamp=NOW - 2 * DAY, data_updated_timestamp=NOW - 2.5 * DAY)
+    due = take_polling_batch(engine, NOW, 86400)
+    assert [d.uuid for d in due] == ["a-never", "b-old"]
+    with engine.connect() as conn:
+        stamped = dict(conn.execute(sa.select(provider.c.uuid, provider.c.polling_timestamp)).all())
+    assert stamped["g-busy"] == NOW  # still processing: stamped, not returned
+    assert stamped["c-recent"] == NOW - timedelta(hours=1)
+    assert take_polling_batch(engine, NOW + timedelta(hours=1), 86400) == []
+
+
+def test_polling_batch_spreads_many_providers_over_the_day(db_url: str) -> None:
+    engine = get_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(customer).values(id=1, org_id="1", schema_name="org1", date_created=NOW, date_updated=NOW))
+        for i in range(50):
+            _add(conn, f"p{i:02d}")
+    first = take_polling_batch(engine, NOW, 86400)
+    second = take_polling_batch(engine, NOW + timedelta(hours=1), 86400)
+    assert len(first) == 3 and len(second) == 3  # ceil(50 / 21)
+    assert not {d.uuid for d in first} & {d.uuid for d in second}
