@@ -6,9 +6,12 @@ import os
 
 import dagster as dg
 
-from koku_dagster.db.migrate import migrate
+from koku_dagster.assets.ingest import INGEST_ASSETS, provider_month_ingest
 from koku_dagster.assets.records import provider_records, providers_match_sources, source_records
+from koku_dagster.db.migrate import migrate
 from koku_dagster.resources import ApplicationDatabase, KafkaResource, ObjectStoreResource, PlatformSourcesResource
+from koku_dagster.resources.ingestion import IngestionResource
+from koku_dagster.schedules.report_polling import report_polling_schedule
 from koku_dagster.sensors.platform_sources import platform_sources_sensor
 from koku_dagster.settings import Settings, get_settings
 
@@ -33,6 +36,12 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             upload_topic=settings.upload_topic,
             validation_topic=settings.validation_topic,
         ),
+        "ingestion": IngestionResource(
+            home=str(settings.home),
+            initial_ingest_num_months=settings.initial_ingest_num_months,
+            polling_interval_seconds=settings.polling_interval_seconds,
+            retain_num_months=settings.retain_num_months,
+        ),
         "object_store": ObjectStoreResource(
             url=settings.object_store_url,
             endpoint_url=settings.aws_endpoint_url,
@@ -46,8 +55,10 @@ def defs() -> dg.Definitions:
     settings = get_settings()
     migrate(settings.database_url)  # the schema is created or upgraded at start-up
     return dg.Definitions(
-        assets=[source_records, provider_records],
+        assets=[source_records, provider_records, *INGEST_ASSETS],
         asset_checks=[providers_match_sources],
+        jobs=[provider_month_ingest],
         sensors=[platform_sources_sensor],
+        schedules=[report_polling_schedule],
         resources=build_resources(settings),
     )

@@ -7,6 +7,7 @@ import dagster as dg
 from koku_dagster.assets.partitions import providers_partitions
 from koku_dagster.definitions import defs
 from koku_dagster.resources import ApplicationDatabase, KafkaResource, ObjectStoreResource, PlatformSourcesResource
+from koku_dagster.resources.ingestion import IngestionResource
 from koku_dagster.sensors.platform_sources import platform_sources_sensor
 from tests.conftest import Harness
 
@@ -19,6 +20,7 @@ def _resources(h: Harness) -> dict[str, object]:
         "platform_sources": PlatformSourcesResource(api_url=h.standin.url, psk="sources-psk"),
         "kafka": KafkaResource(bootstrap_servers=h.broker.bootstrap, sources_topic=h.topic),
         "object_store": ObjectStoreResource(url=h.store.url, local_bucket_roots=str(h.buckets)),
+        "ingestion": IngestionResource(home=str(h.store.local_root), initial_ingest_num_months=3),
     }
 
 
@@ -65,6 +67,10 @@ def test_sensor_adds_and_deletes_provider_partitions_and_reports_records(harness
         assert src_meta["events_read"].value == 8
         assert src_meta["sources_by_type"].value == {"AWS-local": 1, "Azure-local": 1}
         assert events["provider_records"].metadata["providers_created"].value == 2
+        # The new AWS provider is ingested at once: its initial months (Azure ingestion comes later).
+        keys = sorted(str(r.partition_key) for r in result.run_requests)
+        assert len(keys) == 3 and all(k.endswith("|0b6c0f8e-1111-4e5e-9d9e-000000000001") for k in keys)
+        assert len({r.run_key for r in result.run_requests}) == 3
         assert SECRET not in repr(result)
 
         harness.admin.delete_source(aws["source"]["id"])

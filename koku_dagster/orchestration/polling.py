@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -14,6 +15,8 @@ from koku_dagster.db.schema import provider
 POLLING_COUNT = 21
 PROCESSING_WAIT = timedelta(days=3)
 STEADY_STATE_MONTHS = 2
+#: Provider types whose reports are polled and ingested (OpenShift pushes its data instead).
+POLLED_TYPES = frozenset({"AWS", "AWS-local"})
 
 
 @dataclass(frozen=True)
@@ -52,13 +55,16 @@ def months_to_ingest(setup_complete: bool, today: date, initial_months: int) -> 
     return billing_months(today, STEADY_STATE_MONTHS if setup_complete else initial_months)
 
 
-def take_polling_batch(engine: sa.Engine, now: datetime, interval_seconds: int) -> list[DueProvider]:
+def take_polling_batch(
+    engine: sa.Engine, now: datetime, interval_seconds: int, types: Iterable[str] = POLLED_TYPES
+) -> list[DueProvider]:
     """Select the due providers, stamp their ``polling_timestamp``, drop those still processing.
 
-    Active, unpaused, non-OpenShift providers not polled within the interval are eligible,
-    never-polled first, then oldest poll first; at most ceil(n / 21) per call when there are many.
+    Active, unpaused providers of the polled types (never OpenShift, whose data is pushed) not
+    polled within the interval are eligible, never-polled first, then oldest poll first; at most
+    ceil(n / 21) per call when there are many.
     """
-    base = sa.and_(provider.c.active, ~provider.c.paused, provider.c.type != "OCP")
+    base = sa.and_(provider.c.active, ~provider.c.paused, provider.c.type.in_(list(types)))
     cutoff = now - timedelta(seconds=interval_seconds)
     with engine.begin() as conn:
         total = conn.execute(sa.select(sa.func.count()).select_from(provider).where(base)).scalar() or 0

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-import dagster as dg
+from datetime import datetime
 
+import dagster as dg
+import sqlalchemy as sa
+
+from koku_dagster.assets.ingest import ingest_run_request, provider_month_ingest
 from koku_dagster.assets.partitions import providers_partitions
+from koku_dagster.db.schema import provider
+from koku_dagster.db.types import utcnow
+from koku_dagster.orchestration.polling import POLLED_TYPES, months_to_ingest
 from koku_dagster.assets.records import provider_records, source_records
 from koku_dagster.resources import ApplicationDatabase, KafkaResource, ObjectStoreResource, PlatformSourcesResource
+from koku_dagster.resources.ingestion import IngestionResource
 from koku_dagster.sources.sync import SourcesSync, SyncReport, provider_uuids, record_counts
 
 
@@ -29,9 +37,28 @@ def _metadata(report: SyncReport, counts: dict[str, dict[str, int]]) -> dict[str
     }
 
 
+def _ingest_requests(report: SyncReport, engine: sa.Engine, initial_months: int, now: datetime) -> list[dg.RunRequest]:
+    """First ingestion of new providers, and re-ingestion after a billing or credential change."""
+    wanted = {uuid: False for uuid in report.created} | {uuid: True for uuid in report.reingest}
+    if not wanted:
+        return []
+    with engine.connect() as conn:
+        types = dict(conn.execute(sa.select(provider.c.uuid, provider.c.type).where(provider.c.uuid.in_(wanted))).all())
+    requests = []
+    for uuid, force in sorted(wanted.items()):
+        if types.get(uuid) not in POLLED_TYPES:
+            continue
+        stamp = f":{now:%Y%m%dT%H%M%S}" if force else ""
+        for month in months_to_ingest(False, now.date(), initial_months):
+            key = f"{'reingest' if force else 'new'}:{uuid}:{month:%Y-%m}{stamp}"
+            requests.append(ingest_run_request(uuid, month, key, force=force))
+    return requests
+
+
 @dg.sensor(
     name="platform_sources_sensor",
     minimum_interval_seconds=10,
+    jobs=[provider_month_ingest],
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Consumes Platform Sources events (KOKU_SOURCES_TOPIC, group hccm-sources), keeps source and "
@@ -44,6 +71,7 @@ def platform_sources_sensor(
     platform_sources: PlatformSourcesResource,
     kafka: KafkaResource,
     object_store: ObjectStoreResource,
+    ingestion: IngestionResource,
 ) -> dg.SensorResult:
     engine = app_db.engine()
     client = platform_sources.client()
@@ -83,6 +111,7 @@ def platform_sources_sensor(
     if not report.kafka_available:
         context.log.warning("Kafka is unreachable; events wait")
 
+    run_requests = _ingest_requests(report, engine, ingestion.initial_ingest_num_months, utcnow())
     changed = batch.read or report.operations or to_add or to_delete or report.statuses.sent
     if not changed:
         reason = "no new events"
@@ -106,6 +135,7 @@ def platform_sources_sensor(
         "dagster/row_count": sum(counts["providers_by_type"].values()),
     }
     return dg.SensorResult(
+        run_requests=run_requests,
         dynamic_partitions_requests=requests,
         asset_events=[
             dg.AssetMaterialization(

@@ -140,6 +140,8 @@ class OperationResult:
     outcome: Literal["done", "invalid", "retry", "failed"]
     provider_uuid: str | None = None
     error: str | None = None
+    #: The provider's credentials or billing source changed: its data must be ingested again.
+    reingest: bool = False
 
 
 class ProviderOperations:
@@ -186,10 +188,9 @@ class ProviderOperations:
         """Run one operation; never raises for a single source's failure."""
         try:
             if op == "destroy":
-                uuid_ = self._destroy(record, now)
-            else:
-                uuid_ = self._create_or_update(op, record, now)
-            return OperationResult(record.source_id, op, "done", uuid_)
+                return OperationResult(record.source_id, op, "done", self._destroy(record, now))
+            uuid_, account_changed = self._create_or_update(op, record, now)
+            return OperationResult(record.source_id, op, "done", uuid_, reingest=op == "update" and account_changed)
         except ProviderValidationError as exc:
             self._mark(record.source_id, now, status=status_mod.build_status(str(exc)), error=str(exc))
             log.warning("provider %s for source %s refused: %s", op, record.source_id, exc)
@@ -238,14 +239,15 @@ class ProviderOperations:
                 after.pending_update = False  # the update was refused; wait for the next change
             save_record(conn, before, after)
 
-    def _create_or_update(self, op: Operation, record: SourceRecord, now: datetime) -> str:
+    def _create_or_update(self, op: Operation, record: SourceRecord, now: datetime) -> tuple[str, bool]:
+        """Create or update the provider; return its uuid and whether its account (auth/billing) changed."""
         credentials, data_source = record.credentials, record.data_source
         validate_provider_settings(record.source_type, credentials, data_source, self.local_roots)
         assert record.org_id is not None
         with self.engine.begin() as conn:
             current = load_record(conn, record.source_id)
             if current is None or needed_operation(current) != op:
-                return current.koku_uuid if current and current.koku_uuid else ""  # changed meanwhile
+                return (current.koku_uuid if current and current.koku_uuid else ""), False  # changed meanwhile
             customer_id = get_or_create_customer(conn, record.org_id, record.account_id, now)
             auth_id = _get_or_create_json(conn, provider_authentication, "credentials", credentials)
             billing_id = _get_or_create_json(conn, provider_billing_source, "data_source", data_source)
@@ -286,7 +288,7 @@ class ProviderOperations:
                 after.status_push_pending = True
             save_record(conn, current, after)
         log.info("provider %s %sd for source %s", uuid_, op, record.source_id)
-        return uuid_
+        return uuid_, account_changed
 
     def _destroy(self, record: SourceRecord, now: datetime) -> str | None:
         uuid_ = record.koku_uuid

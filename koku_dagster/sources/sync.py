@@ -61,6 +61,10 @@ class SyncReport:
         return [r.provider_uuid for r in self.operations if r.operation == "create" and r.outcome == "done" and r.provider_uuid]
 
     @property
+    def reingest(self) -> list[str]:
+        return [r.provider_uuid for r in self.operations if r.reingest and r.provider_uuid]
+
+    @property
     def deleted(self) -> list[str]:
         return [r.provider_uuid for r in self.operations if r.operation == "destroy" and r.outcome == "done" and r.provider_uuid]
 

@@ -1,0 +1,207 @@
+"""AWS cost ingestion, one step per function, for one provider and billing month.
+
+Steps (each a Dagster asset elsewhere): ``source.find_manifest(month)`` ->
+:func:`convert_manifest` (CUR CSV -> line-item Parquet) -> :func:`build_daily` (daily line items) ->
+:func:`build_summary` (``reporting_awscostentrylineitem_daily_summary``) -> :func:`month_totals`
+(figures for asset checks). Every step replaces its whole month partition, so re-runs leave no
+duplicates. No Dagster imports here.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from koku_dagster.ingest import duck
+from koku_dagster.ingest.aws_convert import STATS_METADATA_KEY, ConversionStats, convert_file
+from koku_dagster.ingest.aws_source import Manifest, ReportFile, ReportSource
+from koku_dagster.ingest.paths import daily_dir, line_items_dir, parquet_files, replacing, summary_dir
+
+PROVIDER_TYPE = "AWS"
+DAILY_SQL = "aws_line_items_daily"
+SUMMARY_TABLE = "reporting_awscostentrylineitem_daily_summary"
+CENT = Decimal("0.01")
+
+
+@dataclass(frozen=True)
+class ConvertedFile:
+    """One report file converted to one line-item Parquet file."""
+
+    key: str
+    path: Path
+    bytes: int
+    stats: ConversionStats
+
+
+@dataclass(frozen=True)
+class LineItemsResult:
+    """The month's line-item partition as written from one manifest."""
+
+    assembly_id: str
+    partition: Path
+    files: tuple[ConvertedFile, ...]
+
+    @property
+    def stats(self) -> ConversionStats:
+        return ConversionStats.total(f.stats for f in self.files)
+
+    def metadata(self) -> dict[str, Any]:
+        """Flat, JSON-friendly figures (Dagster metadata)."""
+        return {
+            "assembly_id": self.assembly_id,
+            "partition": str(self.partition),
+            "files": len(self.files),
+            "bytes": sum(f.bytes for f in self.files),
+            **self.stats.as_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class TableResult:
+    """A derived month partition (daily line items or a summary table)."""
+
+    partition: Path
+    files: tuple[Path, ...]
+    rows: int
+    bytes: int
+
+    def metadata(self) -> dict[str, Any]:
+        return {"partition": str(self.partition), "files": len(self.files), "rows": self.rows, "bytes": self.bytes}
+
+
+@dataclass(frozen=True)
+class MonthTotals:
+    """Row counts and cost sums of every step of one provider month, for asset checks."""
+
+    source_rows: int
+    line_item_rows: int
+    daily_rows: int
+    summary_rows: int
+    rows_outside_month: int
+    rows_without_usage_start: int
+    uncast_cells: int
+    raw_unblended_cost: Decimal
+    raw_blended_cost: Decimal
+    daily_unblended_cost: Decimal
+    summary_unblended_cost: Decimal
+    summary_blended_cost: Decimal
+
+    @property
+    def costs_match(self) -> bool:
+        """Summary and daily unblended, and summary blended cost, equal the raw report's to the cent."""
+        return all(
+            abs(got - want) < CENT / 2
+            for got, want in (
+                (self.summary_unblended_cost, self.raw_unblended_cost),
+                (self.daily_unblended_cost, self.raw_unblended_cost),
+                (self.summary_blended_cost, self.raw_blended_cost),
+            )
+        )
+
+    def metadata(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        plain = {k: str(v) if isinstance(v, Decimal) else v for k, v in values.items()}
+        return plain | {"costs_match": self.costs_match}
+
+
+def convert_manifest(
+    source: ReportSource,
+    manifest: Manifest,
+    *,
+    schema: str,
+    provider_uuid: str,
+    out_root: Path,
+    max_workers: int = 2,
+) -> LineItemsResult:
+    """Convert every file of ``manifest`` into the month's line-item partition, replacing what was there.
+
+    Files are converted concurrently (threads: Arrow releases the GIL while parsing and writing). Any
+    file's error (:class:`~koku_dagster.ingest.errors.IngestError`) aborts the step and leaves the
+    previous partition untouched.
+    """
+    month = manifest.billing_period_start
+    partition = line_items_dir(out_root, schema, PROVIDER_TYPE, provider_uuid, month)
+    with replacing(partition) as staging, ThreadPoolExecutor(max_workers=max_workers) as pool:
+
+        def convert(file: ReportFile) -> ConvertedFile:
+            target = staging / f"{file.name.removesuffix('.gz').removesuffix('.csv')}.parquet"
+            stats = convert_file(lambda: source.open_file(file.key), file.name, month, target)
+            return ConvertedFile(file.key, partition / target.name, target.stat().st_size, stats)
+
+        converted = tuple(pool.map(convert, manifest.files))
+    pa.default_memory_pool().release_unused()  # hand Arrow's cached buffers back before the next step
+    return LineItemsResult(manifest.assembly_id, partition, converted)
+
+
+def _build(query: str, params: dict[str, Any], inputs: list[Path], partition: Path, work_dir: Path) -> TableResult:
+    """Write ``query`` over ``inputs`` as the single Parquet file of ``partition`` (replaced whole)."""
+    with replacing(partition) as staging:
+        if not inputs:
+            return TableResult(partition, (), 0, 0)
+        with duck.connect(work_dir) as con:
+            written = duck.copy_to_parquet(con, query, params, staging / "part-0.parquet")
+    return TableResult(partition, (partition / written.path.name,), written.rows, written.bytes)
+
+
+def build_daily(*, schema: str, provider_uuid: str, month: date, out_root: Path, work_dir: Path) -> TableResult:
+    """Aggregate the month's line items per day (and resource, tags, ...) into the daily partition."""
+    inputs = parquet_files(line_items_dir(out_root, schema, PROVIDER_TYPE, provider_uuid, month))
+    partition = daily_dir(out_root, schema, PROVIDER_TYPE, provider_uuid, month)
+    return _build(duck.load_sql(DAILY_SQL), {"line_item_files": [str(p) for p in inputs]}, inputs, partition, work_dir)
+
+
+def build_summary(*, schema: str, provider_uuid: str, month: date, out_root: Path, work_dir: Path) -> TableResult:
+    """Compute ``reporting_awscostentrylineitem_daily_summary`` for the month from the daily line items."""
+    inputs = parquet_files(daily_dir(out_root, schema, PROVIDER_TYPE, provider_uuid, month))
+    params = {"daily_files": [str(p) for p in inputs], "source_uuid": provider_uuid}
+    partition = summary_dir(out_root, SUMMARY_TABLE, provider_uuid, month)
+    return _build(duck.load_sql(SUMMARY_TABLE), params, inputs, partition, work_dir)
+
+
+def _sums(files: list[Path], columns: list[str]) -> tuple[int, list[Decimal]]:
+    """Row count and exact (DECIMAL) sums of DOUBLE columns over Parquet files."""
+    if not files:
+        return 0, [Decimal(0)] * len(columns)
+    with duck.connect() as con:
+        exprs = ", ".join(f'coalesce(sum(CAST("{c}" AS DECIMAL(38, 12))), 0)' for c in columns)
+        query = f"SELECT count(*), {exprs} FROM read_parquet($files)"
+        row = con.execute(query, {"files": [str(f) for f in files]}).fetchone() or (0, *[0] * len(columns))
+    return int(row[0]), [Decimal(v) for v in row[1:]]
+
+
+def month_totals(*, schema: str, provider_uuid: str, month: date, out_root: Path) -> MonthTotals:
+    """Counts and cost sums of the line-item, daily and summary partitions of one provider month.
+
+    The raw costs are the exact sums of the report's text taken while converting (kept in each
+    line-item file's footer); the others are summed from the written Parquet.
+    """
+    items = parquet_files(line_items_dir(out_root, schema, PROVIDER_TYPE, provider_uuid, month))
+    footers = [pq.read_metadata(p) for p in items]
+    stats = ConversionStats.total(ConversionStats.from_json(f.metadata[STATS_METADATA_KEY]) for f in footers)
+    daily_rows, (daily_unblended,) = _sums(
+        parquet_files(daily_dir(out_root, schema, PROVIDER_TYPE, provider_uuid, month)), ["lineitem_unblendedcost"]
+    )
+    summary_rows, (summary_unblended, summary_blended) = _sums(
+        parquet_files(summary_dir(out_root, SUMMARY_TABLE, provider_uuid, month)), ["unblended_cost", "blended_cost"]
+    )
+    return MonthTotals(
+        source_rows=stats.source_rows,
+        line_item_rows=sum(f.num_rows for f in footers),
+        daily_rows=daily_rows,
+        summary_rows=summary_rows,
+        rows_outside_month=stats.rows_outside_month,
+        rows_without_usage_start=stats.rows_without_usage_start,
+        uncast_cells=stats.uncast_cells,
+        raw_unblended_cost=stats.raw_unblended_cost,
+        raw_blended_cost=stats.raw_blended_cost,
+        daily_unblended_cost=daily_unblended,
+        summary_unblended_cost=summary_unblended,
+        summary_blended_cost=summary_blended,
+    )

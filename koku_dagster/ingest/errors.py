@@ -1,0 +1,31 @@
+"""Typed ingestion errors. Messages name report keys and columns, never credentials or bucket URLs."""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """A cost report could not be ingested."""
+
+
+class UnsafeReportPathError(IngestError):
+    """A manifest key or a file would lead outside the report bucket."""
+
+
+class ManifestError(IngestError):
+    """A manifest is unreadable or lacks a required field."""
+
+
+class ReportFileMissingError(IngestError):
+    """A file listed in a manifest does not exist."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"report file listed in the manifest is missing: {key}")
+        self.key = key
+
+
+class ReportFormatError(IngestError):
+    """A report file is not a usable CSV (wrong extension, missing required columns)."""
+
+
+class CorruptReportError(IngestError):
+    """A report file is damaged: truncated compression, malformed CSV rows."""

@@ -1,0 +1,83 @@
+"""What an ingestion step needs to know about one provider, read from the application tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from koku_dagster.db.schema import customer, provider, provider_authentication, provider_billing_source, sources
+from koku_dagster.db.types import utcnow
+from koku_dagster.sources.model import base_type
+from koku_dagster.sources.status import build_status
+
+
+@dataclass(frozen=True)
+class ProviderContext:
+    uuid: str
+    name: str
+    type: str
+    schema: str
+    credentials: dict[str, Any]
+    data_source: dict[str, Any]
+    setup_complete: bool
+    active: bool
+    paused: bool
+
+    @property
+    def storage_type(self) -> str:
+        """The type in object-store paths (``AWS-local`` is filed as ``AWS``)."""
+        return base_type(self.type)
+
+    def __repr__(self) -> str:  # credentials stay out of reprs and tracebacks
+        return f"ProviderContext(uuid={self.uuid!r}, type={self.type!r}, schema={self.schema!r})"
+
+
+def load_provider(engine: sa.Engine, provider_uuid: str) -> ProviderContext | None:
+    query = (
+        sa.select(
+            provider,
+            customer.c.schema_name,
+            provider_authentication.c.credentials,
+            provider_billing_source.c.data_source,
+        )
+        .select_from(provider)
+        .join(customer, customer.c.id == provider.c.customer_id)
+        .outerjoin(provider_authentication, provider_authentication.c.id == provider.c.authentication_id)
+        .outerjoin(provider_billing_source, provider_billing_source.c.id == provider.c.billing_source_id)
+        .where(provider.c.uuid == provider_uuid)
+    )
+    with engine.connect() as conn:
+        row = conn.execute(query).mappings().first()
+    if row is None:
+        return None
+    return ProviderContext(
+        uuid=row["uuid"],
+        name=row["name"],
+        type=row["type"],
+        schema=row["schema_name"],
+        credentials=dict(row["credentials"] or {}),
+        data_source=dict(row["data_source"] or {}),
+        setup_complete=bool(row["setup_complete"]),
+        active=bool(row["active"]),
+        paused=bool(row["paused"]),
+    )
+
+
+def report_availability(engine: sa.Engine, provider_uuid: str, error: str | None) -> bool:
+    """Record the source's availability as ingestion found it; the sources sensor PATCHes it.
+
+    Returns whether the status changed.
+    """
+    status = build_status(error)
+    with engine.begin() as conn:
+        current = conn.execute(sa.select(sources.c.source_id, sources.c.status).where(sources.c.koku_uuid == provider_uuid)).first()
+        if current is None or current.status == status:
+            return False
+        conn.execute(
+            sa.update(sources)
+            .where(sources.c.source_id == current.source_id)
+            .values(status=status, status_push_pending=True, updated_timestamp=utcnow())
+        )
+    return True

@@ -1,0 +1,1 @@
+"""Dagster schedules: the orchestrator's cadence."""

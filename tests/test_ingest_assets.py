@@ -1,0 +1,151 @@
+"""Ingestion through real Dagster runs: Kafka event -> provider -> manifest ... summary Parquet."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import shutil
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from koku_dagster.assets.ingest import INGEST_ASSETS, ManifestConfig
+from koku_dagster.devtools.demo_data import generate
+from koku_dagster.resources import ApplicationDatabase, ObjectStoreResource
+from koku_dagster.resources.ingestion import IngestionResource
+from tests.conftest import Harness
+
+MONTH = date(2026, 10, 1)
+
+
+@pytest.fixture(scope="session")
+def nise_aws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("nise")
+    return generate(root, date(2026, 10, 1), date(2026, 10, 3), kinds=("aws",))["aws"]
+
+
+def _raw_cost(bucket: Path) -> tuple[Decimal, int]:
+    """Independent total: unblended cost summed exactly over the raw CSV rows of the month."""
+    total, rows = Decimal(0), 0
+    for path in bucket.rglob("*.csv.gz"):
+        with gzip.open(path, "rt", newline="") as handle:
+            for row in csv.DictReader(handle):
+                if row.get("lineItem/UsageStartDate", "").startswith("2026-10"):
+                    total += Decimal(row["lineItem/UnblendedCost"] or 0)
+                    rows += 1
+    return total, rows
+
+
+def _setup(harness: Harness, bucket_src: Path, name: str = "aws") -> tuple[str, Path]:
+    bucket = harness.buckets / name
+    shutil.copytree(bucket_src, bucket)
+    created = harness.admin.create_cost_source("aws-local", f"AWS {name}", bucket=str(bucket))
+    harness.settle()
+    uuid = harness.table("api_sources", "source_id")[-1]["koku_uuid"]
+    assert uuid and created
+    return uuid, bucket
+
+
+def _materialize(harness: Harness, instance: dg.DagsterInstance, uuid: str, *, force: bool = False) -> dg.ExecuteInJobResult:
+    instance.add_dynamic_partitions("providers", [uuid])
+    resources = {
+        "app_db": ApplicationDatabase(database_url=harness.url),
+        "object_store": ObjectStoreResource(url=harness.store.url, local_bucket_roots=str(harness.buckets)),
+        "ingestion": IngestionResource(home=str(harness.store.local_root)),
+    }
+    return dg.materialize(
+        INGEST_ASSETS,
+        partition_key=dg.MultiPartitionKey({"provider": uuid, "billing_month": MONTH.isoformat()}),
+        resources=resources,
+        instance=instance,
+        run_config=dg.RunConfig(ops={"report_manifest": ManifestConfig(force=force)}),
+        raise_on_error=False,
+    )
+
+
+def _query(sql: str) -> tuple:
+    with duckdb.connect() as con:
+        return con.execute(sql).fetchone()
+
+
+def _summary_files(harness: Harness, uuid: str) -> list[Path]:
+    root = harness.store.local_root / "data/summary/reporting_awscostentrylineitem_daily_summary"
+    return sorted((root / f"source={uuid}" / "year=2026" / "month=10").glob("*.parquet"))
+
+
+def test_event_to_summary_totals_match_raw_csv_and_rerun_is_idempotent(harness: Harness, nise_aws: Path) -> None:
+    uuid, bucket = _setup(harness, nise_aws)
+    with dg.instance_for_test() as instance:
+        result = _materialize(harness, instance, uuid)
+        assert result.success
+        checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+        assert checks == {"summary_cost_matches_raw": True, "no_rows_outside_month": True, "row_counts_consistent": True}
+        files = _summary_files(harness, uuid)
+        assert files
+        total, rows = _raw_cost(bucket)
+        got = _query(f"SELECT sum(CAST(unblended_cost AS DECIMAL(38, 10))) FROM read_parquet({[str(f) for f in files]})")[0]
+        assert abs(Decimal(got) - total) < Decimal("0.01")
+        line_meta = result.asset_materializations_for_node("line_items")[0].metadata
+        assert line_meta["dagster/row_count"].value == rows
+        manifest = harness.table("reporting_common_costusagereportmanifest", "id")
+        assert len(manifest) == 1 and manifest[0]["completed_datetime"] is not None
+        assert set(manifest[0]["state"]) == {"download", "processing", "summary"}
+        statuses = harness.table("reporting_common_costusagereportstatus", "id")
+        assert statuses and all(s["status"] == 1 and s["completed_datetime"] for s in statuses)
+        provider = harness.table("api_provider", "uuid")[0]
+        assert provider["setup_complete"] and provider["data_updated_timestamp"]
+        before = {p: p.read_bytes() for p in files}
+
+        again = _materialize(harness, instance, uuid)  # same assembly, all done: nothing runs
+        assert again.success and not again.asset_materializations_for_node("line_items")
+        forced = _materialize(harness, instance, uuid, force=True)
+        assert forced.success
+        after = _summary_files(harness, uuid)
+        assert [p.name for p in after] == [p.name for p in before]
+        got_again = _query(
+            f"SELECT sum(CAST(unblended_cost AS DECIMAL(38, 10))), count(*) FROM read_parquet({[str(f) for f in after]})"
+        )
+        assert abs(Decimal(got_again[0]) - total) < Decimal("0.01")
+        view = duckdb.connect(str(harness.store.local_root / "warehouse.duckdb"), read_only=True)
+        assert view.execute("SELECT count(*) FROM reporting_awscostentrylineitem_daily_summary").fetchone()[0] == got_again[1]
+        view.close()
+
+
+def test_truncated_gzip_fails_its_partition_only(harness: Harness, nise_aws: Path) -> None:
+    uuid, bucket = _setup(harness, nise_aws, "broken")
+    good_uuid, _ = _setup(harness, nise_aws, "good")
+    report = next(bucket.rglob("*.csv.gz"))
+    data = report.read_bytes()
+    report.write_bytes(data[: len(data) // 2])
+    for manifest in bucket.rglob("cur-Manifest.json"):
+        manifest.touch()
+    with dg.instance_for_test() as instance:
+        failed = _materialize(harness, instance, uuid)
+        assert not failed.success
+        rows = [m for m in harness.table("reporting_common_costusagereportmanifest", "id") if m["provider_id"] == uuid]
+        assert "failed" in rows[0]["state"]["processing"]
+        assert all(
+            s["status"] == 2 for s in harness.table("reporting_common_costusagereportstatus", "id")
+            if s["manifest_id"] == rows[0]["id"]
+        )
+        assert _summary_files(harness, uuid) == []
+        assert _materialize(harness, instance, good_uuid).success
+
+
+def test_bucket_outside_roots_fails_and_reports_unavailable(harness: Harness, nise_aws: Path, tmp_path: Path) -> None:
+    uuid, bucket = _setup(harness, nise_aws)
+    moved = tmp_path / "moved"
+    shutil.move(str(bucket), moved)
+    bucket.symlink_to(moved)  # the directory now resolves outside the allowed roots
+    with dg.instance_for_test() as instance:
+        result = _materialize(harness, instance, uuid)
+        assert not result.success
+    row = harness.table("api_sources", "source_id")[0]
+    assert row["status"]["availability_status"] == "unavailable" and row["status_push_pending"]
+    harness.settle()
+    assert any(body["availability_status"] == "unavailable" for _, body in harness.standin.status_patches(True))
