@@ -80,3 +80,32 @@ def test_polling_batch_spreads_many_providers_over_the_day(db_url: str) -> None:
     second = take_polling_batch(engine, NOW + timedelta(hours=1), 86400)
     assert len(first) == 3 and len(second) == 3  # ceil(50 / 21)
     assert not {d.uuid for d in first} & {d.uuid for d in second}
+
+
+def test_polling_schedule_requests_one_run_per_due_provider_month(db_url: str) -> None:
+    import dagster as dg
+
+    from koku_dagster.resources import ApplicationDatabase
+    from koku_dagster.resources.ingestion import IngestionResource
+    from koku_dagster.schedules.report_polling import report_polling_schedule
+
+    engine = get_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(customer).values(id=1, org_id="1", schema_name="org1", date_created=NOW, date_updated=NOW))
+        _add(conn, "a-new")
+        _add(conn, "b-setup", setup_complete=True, polling_timestamp=NOW - 2 * DAY, data_updated_timestamp=NOW - 9 * DAY)
+        _add(conn, "c-ocp", "OCP")
+    resources = {
+        "app_db": ApplicationDatabase(database_url=db_url),
+        "ingestion": IngestionResource(home="/tmp", initial_ingest_num_months=3),
+    }
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=NOW, resources=resources)
+        requests = report_polling_schedule(context)
+        keys = sorted(str(r.partition_key) for r in requests)
+        assert keys == [
+            "2026-09-01|a-new", "2026-10-01|a-new", "2026-10-01|b-setup", "2026-11-01|a-new", "2026-11-01|b-setup"
+        ]
+        assert all(r.run_key and r.run_key.startswith("poll:") for r in requests)
+        again = report_polling_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=NOW + timedelta(hours=1), resources=resources))
+        assert isinstance(again, dg.SkipReason)

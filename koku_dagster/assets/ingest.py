@@ -18,6 +18,8 @@ from koku_dagster.ingest import aws
 from koku_dagster.ingest.aws_source import Manifest, ReportSource
 from koku_dagster.ingest.errors import IngestError
 from koku_dagster.ingest.paths import csv_dir
+from koku_dagster.db.types import utcnow
+from koku_dagster.orchestration.polling import billing_months
 from koku_dagster.orchestration.provider_context import ProviderContext, load_provider, report_availability
 from koku_dagster.orchestration.report_sources import ArchivedReports, archive_file, report_source_for
 from koku_dagster.resources import ApplicationDatabase, ObjectStoreResource
@@ -74,6 +76,21 @@ def _fail(context: dg.AssetExecutionContext, app_db: ApplicationDatabase, manife
     return dg.Failure(description=message)
 
 
+def _purge_expired(
+    context: dg.AssetExecutionContext,
+    app_db: ApplicationDatabase,
+    object_store: ObjectStoreResource,
+    ingestion: IngestionResource,
+    uuid: str,
+) -> None:
+    """Drop the provider's months older than ``KOKU_RETAIN_NUM_MONTHS`` (files and manifests)."""
+    cutoff = billing_months(utcnow().date(), ingestion.retain_num_months)[-1]
+    files = object_store.store().delete_months_before(uuid, cutoff)
+    manifests = records.purge_manifests_before(app_db.engine(), uuid, cutoff)
+    if files or manifests:
+        context.log.info(f"retention: removed {files} month folder(s) and {manifests} manifest(s) before {cutoff}")
+
+
 def _latest_manifest(app_db: ApplicationDatabase, uuid: str, month: date) -> records.ManifestRecord:
     found = records.latest_manifest(app_db.engine(), uuid, month)
     if found is None:
@@ -107,6 +124,7 @@ def report_manifest(
     except Exception as exc:  # noqa: BLE001 - bad paths, missing buckets, refused credentials
         raise _fail(context, app_db, None, "download", exc, uuid, unavailable=True) from None
     report_availability(engine, uuid, None)
+    _purge_expired(context, app_db, object_store, ingestion, uuid)
     if manifest is None:
         context.log.info(f"no manifest for {month:%Y-%m} yet")
         return
