@@ -51,11 +51,15 @@ def _setup(harness: Harness, bucket_src: Path, name: str = "aws") -> tuple[str, 
     return uuid, bucket
 
 
-def _materialize(harness: Harness, instance: dg.DagsterInstance, uuid: str, *, force: bool = False) -> dg.ExecuteInJobResult:
+def _materialize(
+    harness: Harness, instance: dg.DagsterInstance, uuid: str, *, force: bool = False, endpoint_url: str | None = None
+) -> dg.ExecuteInJobResult:
     instance.add_dynamic_partitions("providers", [uuid])
     resources = {
         "app_db": ApplicationDatabase(database_url=harness.url),
-        "object_store": ObjectStoreResource(url=harness.store.url, local_bucket_roots=str(harness.buckets)),
+        "object_store": ObjectStoreResource(
+            url=harness.store.url, local_bucket_roots=str(harness.buckets), endpoint_url=endpoint_url
+        ),
         "ingestion": IngestionResource(home=str(harness.store.local_root)),
     }
     return dg.materialize(
@@ -149,3 +153,43 @@ def test_bucket_outside_roots_fails_and_reports_unavailable(harness: Harness, ni
     assert row["status"]["availability_status"] == "unavailable" and row["status_push_pending"]
     harness.settle()
     assert any(body["availability_status"] == "unavailable" for _, body in harness.standin.status_patches(True))
+
+
+@pytest.fixture(scope="module")
+def moto_server(tmp_path_factory: pytest.TempPathFactory):
+    from koku_dagster.devtools.services import MotoServer
+
+    with MotoServer(workdir=tmp_path_factory.mktemp("moto")) as server:
+        yield server
+
+
+def test_s3_bucket_through_assumed_role(
+    harness: Harness, nise_aws: Path, moto_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in moto_server.aws_env().items():
+        monkeypatch.setenv(key, value)
+    s3 = moto_server.client("s3")
+    bucket = f"cur-{harness.topic.lower()}"[:60].replace("_", "-")
+    s3.create_bucket(Bucket=bucket)
+    for path in nise_aws.rglob("*"):
+        if path.is_file():
+            s3.upload_file(str(path), bucket, str(path.relative_to(nise_aws)))
+    harness.admin.create_cost_source(
+        "aws", "Real AWS", bucket=bucket, role_arn="arn:aws:iam::123456789012:role/CostManagement", external_id="ext"
+    )
+    harness.settle()
+    uuid = harness.table("api_sources", "source_id")[0]["koku_uuid"]
+    assert uuid
+    with dg.instance_for_test() as instance:
+        result = _materialize(harness, instance, uuid, endpoint_url=moto_server.endpoint_url)
+        assert result.success
+        assert all(c.passed for c in result.get_asset_check_evaluations())
+        total, _ = _raw_cost(nise_aws)
+        got = _query(f"SELECT sum(CAST(unblended_cost AS DECIMAL(38, 10))) FROM read_parquet({[str(f) for f in _summary_files(harness, uuid)]})")[0]
+        assert abs(Decimal(got) - total) < Decimal("0.01")
+
+        s3.delete_object(Bucket=bucket, Key=next(k["Key"] for k in s3.list_objects_v2(Bucket=bucket)["Contents"] if k["Key"].endswith(".csv.gz")))
+        missing = _materialize(harness, instance, uuid, force=True, endpoint_url=moto_server.endpoint_url)
+        assert not missing.success
+        failure = [e for e in missing.all_events if e.event_type_value == "STEP_FAILURE"][0]
+        assert "missing" in str(failure.event_specific_data.error.message)
