@@ -95,3 +95,21 @@ def test_records_check_passes_on_consistent_tables(harness: Harness) -> None:
         conn.exec_driver_sql("UPDATE api_sources SET koku_uuid = NULL")
     result = providers_match_sources(ApplicationDatabase(database_url=harness.url))
     assert not result.passed and result.metadata["providers_without_source"].value == 1
+
+
+def test_billing_change_requests_forced_reingestion(harness: Harness) -> None:
+    first, second = harness.buckets / "one", harness.buckets / "two"
+    first.mkdir()
+    second.mkdir()
+    created = harness.admin.create_cost_source("aws-local", "AWS", bucket=str(first))
+    with dg.instance_for_test() as instance:
+        initial = _tick(harness, instance)
+        assert len(initial.run_requests) == 3
+        assert not any(r.run_config["ops"]["report_manifest"]["config"]["force"] for r in initial.run_requests)
+        harness.admin.update_application_extra(created["application"]["id"], {"bucket": str(second)})
+        changed = _tick(harness, instance)
+        assert len(changed.run_requests) == 3
+        assert all(r.run_config["ops"]["report_manifest"]["config"]["force"] for r in changed.run_requests)
+        assert all(r.run_key.startswith("reingest:") for r in changed.run_requests)
+        harness.admin.update_source(created["source"]["id"], name="Renamed")  # not an account change
+        assert not _tick(harness, instance).run_requests
