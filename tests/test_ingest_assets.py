@@ -193,3 +193,19 @@ def test_s3_bucket_through_assumed_role(
         assert not missing.success
         failure = [e for e in missing.all_events if e.event_type_value == "STEP_FAILURE"][0]
         assert "missing" in str(failure.event_specific_data.error.message)
+
+
+def test_missing_s3_bucket_fails_and_reports_unavailable(
+    harness: Harness, moto_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in moto_server.aws_env().items():
+        monkeypatch.setenv(key, value)
+    harness.admin.create_cost_source("aws", "No bucket", bucket="no-such-bucket-here")
+    harness.settle()
+    uuid = harness.table("api_sources", "source_id")[0]["koku_uuid"]
+    with dg.instance_for_test() as instance:
+        result = _materialize(harness, instance, uuid, endpoint_url=moto_server.endpoint_url)
+    assert not result.success
+    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    assert "NoSuchBucket" in failure.event_specific_data.error.message
+    assert harness.table("api_sources", "source_id")[0]["status"]["availability_status"] == "unavailable"

@@ -7,6 +7,7 @@ is skipped, unless the run is forced (``ManifestConfig.force``, used after a bil
 """
 
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import dagster as dg
 from koku_dagster.assets.partitions import provider_month_partitions
 from koku_dagster.db import manifests as records
 from koku_dagster.ingest import aws
-from koku_dagster.ingest.aws_source import Manifest, ReportSource
+from koku_dagster.ingest.aws_source import Manifest, ReportFile, ReportSource
 from koku_dagster.ingest.errors import IngestError
 from koku_dagster.ingest.paths import csv_dir
 from koku_dagster.db.types import utcnow
@@ -169,17 +170,22 @@ def report_files(
         source = _source(ctx, object_store)
         manifest = _current_manifest(source, month, recorded)
         statuses = records.file_statuses(engine, recorded.id)
-        fetched = skipped = size = 0
-        for file in manifest.files:
+
+        def fetch(file: ReportFile) -> tuple[bool, int]:
+            """Archive one file unless the archived copy has the same etag; (fetched, size)."""
             etag = source.etag(file.key)
             target = archive / file.name
             if statuses.get(file.name, {}).get("etag") == etag[:64] and target.exists():
-                skipped += 1
-                size += target.stat().st_size
-                continue
-            size += archive_file(source, file.key, target)
+                return False, target.stat().st_size
+            size = archive_file(source, file.key, target)
             records.set_file_status(engine, recorded.id, file.name, records.FileStatus.DOWNLOADING, etag=etag)
-            fetched += 1
+            return True, size
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            outcomes = list(pool.map(fetch, manifest.files))
+        fetched = sum(1 for done, _ in outcomes if done)
+        skipped = len(outcomes) - fetched
+        size = sum(n for _, n in outcomes)
         keep = {f.name for f in manifest.files}
         for stale in archive.glob("*") if archive.exists() else []:
             if stale.is_file() and stale.name not in keep:
