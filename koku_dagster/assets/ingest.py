@@ -348,6 +348,7 @@ provider_month_ingest = dg.define_asset_job(
     "provider_month_ingest",
     selection=dg.AssetSelection.assets(*INGEST_ASSETS),
     description="Ingest one provider's billing month, from manifest to summary.",
+    executor_def=dg.in_process_executor,  # the steps run one after another; no process per step
 )
 
 

@@ -1,8 +1,8 @@
 """``make demo``: a Kafka broker, a stand-in Platform Sources, demo reports and ``dagster dev``.
 
 Everything runs on embedded defaults under ``KOKU_HOME`` (``./.koku``). The application
-database starts empty on each run (the broker and the stand-in keep no state across runs);
-the Dagster run history under ``.koku/dagster`` is kept. Ctrl-C or SIGTERM stops everything.
+database and the stored data start empty on each run (the broker and the stand-in keep no
+state across runs); the Dagster run history under ``.koku/dagster`` is kept. Ctrl-C or SIGTERM stops everything.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ def main() -> int:
     dagster_home.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
     db_file = home / "koku.db"
-    for leftover in (db_file, db_file.with_suffix(".db-wal"), db_file.with_suffix(".db-shm")):
+    for leftover in (db_file, db_file.with_suffix(".db-wal"), db_file.with_suffix(".db-shm"), home / "warehouse.duckdb"):
         leftover.unlink(missing_ok=True)
+    shutil.rmtree(home / "data", ignore_errors=True)  # files of the previous run's providers
 
     buckets = settings.local_bucket_roots[0]
     today = date.today()
