@@ -9,9 +9,11 @@ duplicates. No Dagster imports here.
 
 from __future__ import annotations
 
+import itertools
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,13 +23,14 @@ import pyarrow.parquet as pq
 
 from koku_dagster.ingest import duck
 from koku_dagster.ingest.aws_convert import STATS_METADATA_KEY, ConversionStats, convert_file
-from koku_dagster.ingest.aws_source import Manifest, ReportFile, ReportSource
+from koku_dagster.ingest.aws_source import Manifest, ReportFile, ReportFiles
 from koku_dagster.ingest.paths import daily_dir, line_items_dir, parquet_files, replacing, summary_dir
 
 PROVIDER_TYPE = "AWS"
 DAILY_SQL = "aws_line_items_daily"
 SUMMARY_TABLE = "reporting_awscostentrylineitem_daily_summary"
 CENT = Decimal("0.01")
+ROWS_PER_PASS = 750_000  # input rows aggregated per DuckDB pass: stays well inside duck.connect's 1 GB
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ class MonthTotals:
 
 
 def convert_manifest(
-    source: ReportSource,
+    source: ReportFiles,
     manifest: Manifest,
     *,
     schema: str,
@@ -140,21 +143,46 @@ def convert_manifest(
     return LineItemsResult(manifest.assembly_id, partition, converted)
 
 
-def _build(query: str, params: dict[str, Any], inputs: list[Path], partition: Path, work_dir: Path) -> TableResult:
-    """Write ``query`` over ``inputs`` as the single Parquet file of ``partition`` (replaced whole)."""
+def _day_ranges(month: date, passes: int) -> list[tuple[datetime, datetime]]:
+    """``passes`` consecutive [start, end) ranges of whole days covering the month (UTC)."""
+    start = datetime(month.year, month.month, 1, tzinfo=UTC)
+    days = (datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=UTC) - start).days
+    passes = min(passes, days)
+    cuts = [start + timedelta(days=round(days * i / passes)) for i in range(passes + 1)]
+    return list(itertools.pairwise(cuts))
+
+
+def _build(
+    sql: str, params: dict[str, Any], inputs: list[Path], partition: Path, month: date, work_dir: Path
+) -> TableResult:
+    """Write ``sql`` over ``inputs`` into ``partition`` (replaced whole), one file per range of days.
+
+    Groups never span days, so the month is aggregated in as many day ranges as needed to keep each
+    pass near ``ROWS_PER_PASS`` input rows: DuckDB then aggregates in memory instead of spilling.
+    """
+    rows = sum(pq.read_metadata(p).num_rows for p in inputs)
     with replacing(partition) as staging:
         if not inputs:
             return TableResult(partition, (), 0, 0)
+        written = []
+        query = duck.load_sql(sql)
         with duck.connect(work_dir) as con:
-            written = duck.copy_to_parquet(con, query, params, staging / "part-0.parquet")
-    return TableResult(partition, (partition / written.path.name,), written.rows, written.bytes)
+            for i, (start, end) in enumerate(_day_ranges(month, math.ceil(rows / ROWS_PER_PASS))):
+                target = staging / f"part-{i}.parquet"
+                written.append(duck.copy_to_parquet(con, query, params | {"start": start, "end": end}, target))
+    return TableResult(
+        partition,
+        tuple(partition / w.path.name for w in written),
+        sum(w.rows for w in written),
+        sum(w.bytes for w in written),
+    )
 
 
 def build_daily(*, schema: str, provider_uuid: str, month: date, out_root: Path, work_dir: Path) -> TableResult:
     """Aggregate the month's line items per day (and resource, tags, ...) into the daily partition."""
     inputs = parquet_files(line_items_dir(out_root, schema, PROVIDER_TYPE, provider_uuid, month))
     partition = daily_dir(out_root, schema, PROVIDER_TYPE, provider_uuid, month)
-    return _build(duck.load_sql(DAILY_SQL), {"line_item_files": [str(p) for p in inputs]}, inputs, partition, work_dir)
+    return _build(DAILY_SQL, {"line_item_files": [str(p) for p in inputs]}, inputs, partition, month, work_dir)
 
 
 def build_summary(*, schema: str, provider_uuid: str, month: date, out_root: Path, work_dir: Path) -> TableResult:
@@ -162,7 +190,7 @@ def build_summary(*, schema: str, provider_uuid: str, month: date, out_root: Pat
     inputs = parquet_files(daily_dir(out_root, schema, PROVIDER_TYPE, provider_uuid, month))
     params = {"daily_files": [str(p) for p in inputs], "source_uuid": provider_uuid}
     partition = summary_dir(out_root, SUMMARY_TABLE, provider_uuid, month)
-    return _build(duck.load_sql(SUMMARY_TABLE), params, inputs, partition, work_dir)
+    return _build(SUMMARY_TABLE, params, inputs, partition, month, work_dir)
 
 
 def _sums(files: list[Path], columns: list[str]) -> tuple[int, list[Decimal]]:

@@ -52,15 +52,19 @@ class Manifest:
     files: tuple[ReportFile, ...]
 
 
-class ReportSource(Protocol):
+class ReportFiles(Protocol):
+    """Anything that opens report files by manifest key (a source, or archived copies of its files)."""
+
+    def open_file(self, key: str) -> BinaryIO:
+        """Open a report file, named by its manifest key, for binary reading."""
+        ...
+
+
+class ReportSource(ReportFiles, Protocol):
     """A place holding CUR reports (a local directory, an S3 bucket)."""
 
     def find_manifest(self, month: date) -> Manifest | None:
         """The manifest of the billing month starting at ``month`` (a 1st), or None if there is none."""
-        ...
-
-    def open_file(self, key: str) -> BinaryIO:
-        """Open a report file, named by its manifest key, for binary reading."""
         ...
 
     def etag(self, key: str) -> str:

@@ -26,12 +26,11 @@ def load_sql(name: str) -> str:
     return (SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")
 
 
-def connect(
-    work_dir: Path | None = None, memory_limit: str = "1GB", threads: int | None = None
-) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB limited to ``memory_limit`` (spilling to ``work_dir`` if given); time zone UTC."""
+def connect(work_dir: Path | None = None, memory_limit: str = "1GB") -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB on every usable core, limited to ``memory_limit`` (spilling to ``work_dir``
+    if given), session time zone UTC."""
     config: dict[str, Any] = {
-        "threads": threads or len(os.sched_getaffinity(0)),
+        "threads": len(os.sched_getaffinity(0)),
         "memory_limit": memory_limit,
         "preserve_insertion_order": False,
     }

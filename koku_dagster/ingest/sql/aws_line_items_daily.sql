@@ -1,5 +1,5 @@
 -- AWS line items summed per day and resource (Koku's aws_line_items_daily), from one month's line-item
--- Parquet files ($line_item_files). One pass over the whole partition, so groups are complete.
+-- Parquet files ($line_item_files), for the days in [$start, $end): every group is complete (never per chunk).
 SELECT
     date_trunc('day', lineitem_usagestartdate) AS lineitem_usagestartdate,
     lineitem_resourceid,
@@ -38,4 +38,5 @@ SELECT
     max(product_vcpu) AS product_vcpu,
     max(product_memory) AS product_memory
 FROM read_parquet($line_item_files)
+WHERE lineitem_usagestartdate >= $start AND lineitem_usagestartdate < $end
 GROUP BY ALL

@@ -1,8 +1,9 @@
 -- reporting_awscostentrylineitem_daily_summary for one provider and month, from the month's daily line
--- items ($daily_files). Grain: day x usage account x product code x product family x region x availability
--- zone x instance type x unit x currency x tags x cost category (Koku's grouping; Marketplace rows use the
--- product name as product code). Empty texts become NULL. Rows are first summed per resource, so that
--- resource_count is a plain count (much cheaper than count(DISTINCT ...)).
+-- items ($daily_files), for the days in [$start, $end). Grain: day x usage account x product code x
+-- product family x region x availability zone x instance type x unit x currency x tags x cost category
+-- (Koku's grouping; Marketplace rows use the product name as product code). Empty texts become NULL.
+-- Rows are first summed per resource, so that resource_count is a plain count (much cheaper than
+-- count(DISTINCT ...)).
 WITH per_resource AS (
     SELECT
         CAST(lineitem_usagestartdate AS DATE) AS usage_start,
@@ -33,6 +34,7 @@ WITH per_resource AS (
         max(pricing_publicondemandrate) AS public_on_demand_rate,
         sum(line_item_count) AS line_item_count
     FROM read_parquet($daily_files)
+    WHERE lineitem_usagestartdate >= $start AND lineitem_usagestartdate < $end
     GROUP BY ALL
 )
 SELECT
