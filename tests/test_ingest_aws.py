@@ -439,3 +439,15 @@ def test_s3_source_with_role_assumption(moto: object, nise_random: Path, tmp_pat
     with pytest.raises(ReportFileMissingError):
         source.open_file("reports/cur/nope.csv.gz")
     assert _same(ingest(source, tmp_path / "s3"), ingest(LocalReportSource(nise_random), tmp_path / "local"))
+
+
+def test_rows_outside_month_are_counted(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from koku_dagster.ingest.aws import _rows_outside
+
+    path = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"usage_start": [date(2026, 9, 30), date(2026, 10, 1), date(2026, 10, 31), date(2026, 11, 1)]}), path)
+    assert _rows_outside([path], "usage_start", date(2026, 10, 1)) == 2
+    assert _rows_outside([], "usage_start", date(2026, 10, 1)) == 0

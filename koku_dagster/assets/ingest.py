@@ -333,8 +333,11 @@ def daily_summary(
     yield dg.AssetCheckResult(check_name="summary_cost_matches_raw", passed=totals.costs_match, metadata=meta)
     yield dg.AssetCheckResult(
         check_name="no_rows_outside_month",
-        passed=totals.rows_outside_month == 0,
-        metadata={"rows_outside_month": totals.rows_outside_month},
+        passed=totals.summary_rows_outside_month == 0,
+        metadata={
+            "summary_rows_outside_month": totals.summary_rows_outside_month,
+            "report_rows_left_out_as_outside_month": totals.rows_outside_month,
+        },
     )
     consistent = totals.line_item_rows + totals.rows_outside_month + totals.rows_without_usage_start == totals.source_rows and (
         totals.line_item_rows == 0 or (totals.daily_rows > 0 and totals.summary_rows > 0)

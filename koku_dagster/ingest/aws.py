@@ -88,6 +88,8 @@ class MonthTotals:
     daily_rows: int
     summary_rows: int
     rows_outside_month: int
+    #: Summary rows whose ``usage_start`` is not in the billing month (must be 0).
+    summary_rows_outside_month: int
     rows_without_usage_start: int
     uncast_cells: int
     raw_unblended_cost: Decimal
@@ -204,6 +206,17 @@ def _sums(files: list[Path], columns: list[str]) -> tuple[int, list[Decimal]]:
     return int(row[0]), [Decimal(v) for v in row[1:]]
 
 
+def _rows_outside(files: list[Path], column: str, month: date) -> int:
+    """Rows of Parquet files whose date ``column`` falls outside the billing month."""
+    if not files:
+        return 0
+    next_month = (month.replace(day=28) + timedelta(days=4)).replace(day=1)
+    with duck.connect() as con:
+        query = f'SELECT count(*) FROM read_parquet($files) WHERE NOT (CAST("{column}" AS DATE) >= $start AND CAST("{column}" AS DATE) < $end)'
+        row = con.execute(query, {"files": [str(f) for f in files], "start": month, "end": next_month}).fetchone()
+    return int(row[0]) if row else 0
+
+
 def month_totals(*, schema: str, provider_uuid: str, month: date, out_root: Path) -> MonthTotals:
     """Counts and cost sums of the line-item, daily and summary partitions of one provider month.
 
@@ -216,15 +229,15 @@ def month_totals(*, schema: str, provider_uuid: str, month: date, out_root: Path
     daily_rows, (daily_unblended,) = _sums(
         parquet_files(daily_dir(out_root, schema, PROVIDER_TYPE, provider_uuid, month)), ["lineitem_unblendedcost"]
     )
-    summary_rows, (summary_unblended, summary_blended) = _sums(
-        parquet_files(summary_dir(out_root, SUMMARY_TABLE, provider_uuid, month)), ["unblended_cost", "blended_cost"]
-    )
+    summary_files = parquet_files(summary_dir(out_root, SUMMARY_TABLE, provider_uuid, month))
+    summary_rows, (summary_unblended, summary_blended) = _sums(summary_files, ["unblended_cost", "blended_cost"])
     return MonthTotals(
         source_rows=stats.source_rows,
         line_item_rows=sum(f.num_rows for f in footers),
         daily_rows=daily_rows,
         summary_rows=summary_rows,
         rows_outside_month=stats.rows_outside_month,
+        summary_rows_outside_month=_rows_outside(summary_files, "usage_start", month),
         rows_without_usage_start=stats.rows_without_usage_start,
         uncast_cells=stats.uncast_cells,
         raw_unblended_cost=stats.raw_unblended_cost,
