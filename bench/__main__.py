@@ -21,25 +21,33 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the one-message-at-a-time baseline on the events of the first N sources "
                              "and extrapolate its rates (default 500; 0 = all sources)")
     parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite,postgresql")
-    parser.add_argument("--latency-ms", type=float, default=0.0,
-                        help="delay every stand-in API answer by this much, to model a remote Platform "
-                             "Sources (default 0: loopback)")
+    parser.add_argument("--latency-ms", default="0,20",
+                        help="comma-separated scenarios: delay every stand-in API answer by this many ms, to "
+                             "model a remote Platform Sources (default '0,20': loopback, then +20 ms)")
+    parser.add_argument("--latency-backends", default="sqlite",
+                        help="backends to run in the scenarios with added latency (default sqlite)")
+    parser.add_argument("--workers", type=int, default=8,
+                        help="SyncLimits.workers for ours (default 8, the production default)")
+    parser.add_argument("--retries", type=int, default=1,
+                        help="run a measurement again (up to this many times) when other processes used more "
+                             "than a quarter of a CPU meanwhile; the least disturbed run is reported (default 1)")
     parser.add_argument("--no-memory-check", action="store_true", help="skip the N/2-sources memory run")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, SQLite files)")
     options = parser.parse_args(argv)
+    selected = list(dict.fromkeys(options.only or BENCHMARKS))
 
     started = time.monotonic()
     rows = []
-    for name in options.only or list(BENCHMARKS):
+    for name in selected:
         rows.extend(BENCHMARKS[name].run(options))
     facts = machine()
     print()
     print(f"machine: {facts['nproc']} CPUs ({facts['cpu']}), {facts['memory']} RAM, Python {facts['python']}, "
           f"Linux {facts['kernel']}")
     print(f"options: sources={options.sources} baseline_sources={options.baseline_sources or options.sources} "
-          f"latency_ms={options.latency_ms:g}")
+          f"latency_ms={options.latency_ms} workers={options.workers}")
     print()
-    for name in options.only or list(BENCHMARKS):
+    for name in selected:
         print(BENCHMARKS[name].report([r for r in rows if r.benchmark == name]))
     print()
     bad = [r for r in rows if not r.ok]

@@ -3,8 +3,16 @@
 ``python -m bench.standin --port P --kafka HOST:PORT --topic T [--latency-ms MS]``
 
 The stand-in runs out of process so that its CPU time, GIL and memory are not charged to the
-code under test. Two bench-only adjustments, neither of which changes any answer:
+code under test. Bench-only adjustments, none of which changes any answer or event:
 
+- events are published asynchronously (``publish_async=True``, an option of the stand-in):
+  by default each write flushes Kafka while holding the store lock, which serialises every
+  write request (status PATCHes included) behind a ~5-10 ms broker round trip; the events,
+  their order and the topic's contents are the same;
+- the listen backlog is 128 instead of ``socketserver``'s 5: with 5, a burst of concurrent
+  connections (8 client workers; the stand-in speaks HTTP/1.0, one connection per request)
+  overflows the accept queue, the kernel drops the SYNs and each dropped client waits the
+  1 s SYN retransmission timeout: it charged seconds of pure stall to every concurrent phase;
 - the request log is a bounded deque (the stand-in keeps every request otherwise, which only
   tests need);
 - ``--latency-ms`` (or ``POST /_bench/latency?ms=N`` at run time) delays every API answer by a
@@ -24,7 +32,10 @@ import time
 from types import FrameType
 from urllib.parse import parse_qsl, urlsplit
 
+from koku_dagster.devtools.platform_sources import server as server_module
 from koku_dagster.devtools.platform_sources.server import DEFAULT_TOPIC, StandInServer
+
+LISTEN_BACKLOG = 128
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,10 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topic", default=DEFAULT_TOPIC)
     parser.add_argument("--psk", default="sources-psk")
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--sync-publish", dest="publish_async", action="store_false",
+                        help="flush every event to Kafka before answering (the stand-in's default)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="standin %(levelname)s %(name)s: %(message)s")
 
-    server = StandInServer(port=args.port, psk=args.psk, kafka_bootstrap=args.kafka, topic=args.topic)
+    server_module._HttpServer.request_queue_size = LISTEN_BACKLOG  # socketserver's default is 5
+    server = StandInServer(
+        port=args.port, psk=args.psk, kafka_bootstrap=args.kafka, topic=args.topic, publish_async=args.publish_async
+    )
     server.requests = collections.deque(maxlen=1000)  # type: ignore[assignment]
     delay = [max(0.0, args.latency_ms) / 1000.0]
     handle = server.handle

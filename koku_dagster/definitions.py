@@ -46,6 +46,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             url=settings.object_store_url,
             endpoint_url=settings.aws_endpoint_url,
             local_bucket_roots=":".join(str(p) for p in settings.local_bucket_roots),
+            cache_dir=str(settings.home / "object-cache"),
         ),
     }
 

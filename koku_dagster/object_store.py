@@ -24,8 +24,16 @@ def _month_of(path: str) -> date | None:
 
 @dataclass(frozen=True)
 class ObjectStore:
+    """A ``file://`` directory, or an ``s3://`` bucket (and prefix) seen through a local mirror.
+
+    Steps read and write files under :attr:`local_root`. For S3 that is ``cache_dir``: a step
+    :meth:`fetch`-es the partitions it reads when the mirror lacks them, and :meth:`publish`-es
+    each partition it writes, replacing the partition's objects.
+    """
+
     url: str
     endpoint_url: str | None = None
+    cache_dir: Path | None = None
 
     @property
     def is_local(self) -> bool:
@@ -34,16 +42,67 @@ class ObjectStore:
     @property
     def local_root(self) -> Path:
         parsed = urlparse(self.url)
-        return Path(parsed.path if parsed.scheme == "file" else self.url)
+        if parsed.scheme in ("", "file"):
+            return Path(parsed.path if parsed.scheme == "file" else self.url)
+        if self.cache_dir is None:
+            raise ValueError("an s3:// object store needs a local cache directory")
+        return self.cache_dir
+
+    def _key_prefix(self, partition: Path) -> str:
+        _, prefix = self._bucket_prefix()
+        relative = partition.relative_to(self.local_root).as_posix()
+        return f"{prefix}/{relative}/" if prefix else f"{relative}/"
+
+    def publish(self, partition: Path) -> int:
+        """Make the store's copy of a partition equal the local one; return the files uploaded."""
+        if self.is_local:
+            return 0
+        bucket, _ = self._bucket_prefix()
+        client = self.s3_client()
+        key_prefix = self._key_prefix(partition)
+        stale = [
+            {"Key": o["Key"]}
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix)
+            for o in page.get("Contents", [])
+        ]
+        files = sorted(p for p in partition.rglob("*") if p.is_file()) if partition.exists() else []
+        for path in files:
+            client.upload_file(str(path), bucket, key_prefix + path.relative_to(partition).as_posix())
+        uploaded = {key_prefix + p.relative_to(partition).as_posix() for p in files}
+        stale = [k for k in stale if k["Key"] not in uploaded]
+        for start in range(0, len(stale), 1000):
+            client.delete_objects(Bucket=bucket, Delete={"Objects": stale[start : start + 1000]})
+        return len(files)
+
+    def fetch(self, partition: Path) -> int:
+        """Bring a partition into the mirror when it is not there yet; return the files downloaded."""
+        if self.is_local or partition.exists():
+            return 0
+        bucket, _ = self._bucket_prefix()
+        client = self.s3_client()
+        key_prefix = self._key_prefix(partition)
+        staging = partition.parent / f".fetch-{partition.name}"
+        shutil.rmtree(staging, ignore_errors=True)
+        count = 0
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix):
+            for obj in page.get("Contents", []):
+                target = staging / obj["Key"][len(key_prefix) :]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                client.download_file(bucket, obj["Key"], str(target))
+                count += 1
+        if count:
+            staging.rename(partition)
+        return count
 
     def _bucket_prefix(self) -> tuple[str, str]:
         parsed = urlparse(self.url)
         return parsed.netloc, parsed.path.strip("/")
 
     def s3_client(self) -> Any:
+        """A client from a new session, so that credentials are read from the environment now."""
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint_url)
+        return boto3.session.Session().client("s3", endpoint_url=self.endpoint_url)
 
     def _local_provider_dirs(self, provider_uuid: str) -> Iterator[Path]:
         data = self.local_root / "data"
@@ -66,12 +125,13 @@ class ObjectStore:
 
     def delete_provider_data(self, provider_uuid: str) -> int:
         """Remove every stored path that holds ``source={uuid}``; return how many were removed."""
-        if not self.is_local:
-            return self._delete_s3_keys(provider_uuid, lambda _key: True)
-        doomed = list(self._local_provider_dirs(provider_uuid))
-        for path in doomed:
-            shutil.rmtree(path)
-        return len(doomed)
+        removed = 0 if self.is_local else self._delete_s3_keys(provider_uuid, lambda _key: True)
+        if self.is_local or self.cache_dir is not None:
+            doomed = list(self._local_provider_dirs(provider_uuid))
+            for path in doomed:
+                shutil.rmtree(path)
+            removed += len(doomed)
+        return removed
 
     def delete_months_before(self, provider_uuid: str, cutoff: date) -> int:
         """Remove the provider's month partitions older than ``cutoff`` (retention); return how many."""
@@ -80,8 +140,9 @@ class ObjectStore:
             month = _month_of(path)
             return month is not None and month < cutoff
 
-        if not self.is_local:
-            return self._delete_s3_keys(provider_uuid, old)
+        removed = 0 if self.is_local else self._delete_s3_keys(provider_uuid, old)
+        if not self.is_local and self.cache_dir is None:
+            return removed
         doomed = [
             month_dir
             for source_dir in self._local_provider_dirs(provider_uuid)
@@ -90,4 +151,4 @@ class ObjectStore:
         ]
         for path in doomed:
             shutil.rmtree(path)
-        return len(doomed)
+        return removed + len(doomed)

@@ -209,3 +209,49 @@ def test_missing_s3_bucket_fails_and_reports_unavailable(
     failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
     assert "NoSuchBucket" in failure.event_specific_data.error.message
     assert harness.table("api_sources", "source_id")[0]["status"]["availability_status"] == "unavailable"
+
+
+def test_s3_object_store_publishes_and_fetches_partitions(
+    harness: Harness, nise_aws: Path, moto_server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from koku_dagster.assets.ingest import daily_line_items, daily_summary, line_items
+
+    for key, value in moto_server.aws_env().items():
+        monkeypatch.setenv(key, value)
+    s3 = moto_server.client("s3")
+    store_bucket = f"store-{tmp_path.name}".lower().replace("_", "-")[:60]
+    s3.create_bucket(Bucket=store_bucket)
+    uuid, _ = _setup(harness, nise_aws)
+    cache = tmp_path / "cache"
+    resources = {
+        "app_db": ApplicationDatabase(database_url=harness.url),
+        "object_store": ObjectStoreResource(
+            url=f"s3://{store_bucket}/koku", endpoint_url=moto_server.endpoint_url,
+            local_bucket_roots=str(harness.buckets), cache_dir=str(cache),
+        ),
+        "ingestion": IngestionResource(home=str(tmp_path / "home")),
+    }
+    key = dg.MultiPartitionKey({"provider": uuid, "billing_month": MONTH.isoformat()})
+
+    def keys() -> list[str]:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=store_bucket, Prefix="koku/data/")
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("providers", [uuid])
+        assert dg.materialize(INGEST_ASSETS, partition_key=key, resources=resources, instance=instance).success
+        stored = keys()
+        for part in ("koku/data/csv/org1234567/AWS/", "koku/data/parquet/org1234567/AWS/",
+                     "koku/data/parquet/daily/org1234567/AWS/raw/", "koku/data/summary/reporting_awscostentrylineitem_daily_summary/"):
+            assert any(k.startswith(part) and f"source={uuid}/year=2026/month=10/" in k for k in stored), part
+        shutil.rmtree(cache)  # another machine: nothing local, everything comes from the bucket
+        rerun = dg.materialize(
+            INGEST_ASSETS, selection=[line_items, daily_line_items, daily_summary], partition_key=key,
+            resources=resources, instance=instance,
+        )
+        assert rerun.success and all(c.passed for c in rerun.get_asset_check_evaluations())
+        assert sorted(keys()) == sorted(stored)  # replaced, not duplicated
+        from koku_dagster.object_store import ObjectStore
+
+        ObjectStore(f"s3://{store_bucket}/koku", moto_server.endpoint_url, cache).delete_provider_data(uuid)
+        assert keys() == [] and not list(cache.rglob(f"source={uuid}"))

@@ -9,7 +9,6 @@ is skipped, unless the run is forced (``ManifestConfig.force``, used after a bil
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
-from pathlib import Path
 
 import dagster as dg
 
@@ -18,7 +17,7 @@ from koku_dagster.db import manifests as records
 from koku_dagster.ingest import aws
 from koku_dagster.ingest.aws_source import Manifest, ReportFile, ReportSource
 from koku_dagster.ingest.errors import IngestError
-from koku_dagster.ingest.paths import csv_dir
+from koku_dagster.ingest.paths import csv_dir, daily_dir, line_items_dir
 from koku_dagster.db.types import utcnow
 from koku_dagster.orchestration.polling import billing_months
 from koku_dagster.orchestration.provider_context import ProviderContext, load_provider, report_availability
@@ -48,13 +47,6 @@ def _provider(app_db: ApplicationDatabase, uuid: str) -> ProviderContext:
 
 def _source(ctx: ProviderContext, object_store: ObjectStoreResource) -> ReportSource:
     return report_source_for(ctx, object_store.roots(), object_store.endpoint_url)
-
-
-def _out_root(object_store: ObjectStoreResource) -> Path:
-    store = object_store.store()
-    if not store.is_local:
-        raise dg.Failure(description="an s3:// object store is not supported by ingestion yet; use file://")
-    return store.local_root
 
 
 def _current_manifest(source: ReportSource, month: date, recorded: records.ManifestRecord) -> Manifest:
@@ -164,7 +156,8 @@ def report_files(
     ctx = _provider(app_db, uuid)
     engine = app_db.engine()
     recorded = _latest_manifest(app_db, uuid, month)
-    archive = csv_dir(_out_root(object_store), ctx.schema, ctx.storage_type, uuid, month)
+    store = object_store.store()
+    archive = csv_dir(store.local_root, ctx.schema, ctx.storage_type, uuid, month)
     records.set_step(engine, recorded.id, "download", "start")
     try:
         source = _source(ctx, object_store)
@@ -194,6 +187,7 @@ def report_files(
         for name in records.file_statuses(engine, recorded.id):
             records.set_file_status(engine, recorded.id, name, records.FileStatus.FAILED)
         raise _fail(context, app_db, recorded.id, "download", exc, uuid) from None
+    store.publish(archive)
     records.set_step(engine, recorded.id, "download", "end")
     return dg.MaterializeResult(
         metadata={
@@ -224,9 +218,11 @@ def line_items(
     ctx = _provider(app_db, uuid)
     engine = app_db.engine()
     recorded = _latest_manifest(app_db, uuid, month)
-    out_root = _out_root(object_store)
+    store = object_store.store()
+    out_root = store.local_root
     manifest = _current_manifest(_source(ctx, object_store), month, recorded)
     archive = csv_dir(out_root, ctx.schema, ctx.storage_type, uuid, month)
+    store.fetch(archive)
     records.set_step(engine, recorded.id, "processing", "start")
     for file in manifest.files:
         records.set_file_status(engine, recorded.id, file.name, records.FileStatus.PROCESSING)
@@ -238,6 +234,7 @@ def line_items(
         for file in manifest.files:
             records.set_file_status(engine, recorded.id, file.name, records.FileStatus.FAILED)
         raise _fail(context, app_db, recorded.id, "processing", exc, uuid) from None
+    store.publish(result.partition)
     for file in manifest.files:
         records.set_file_status(engine, recorded.id, file.name, records.FileStatus.DONE)
     records.mark_setup_complete(engine, uuid)
@@ -267,9 +264,12 @@ def daily_line_items(
 ) -> dg.MaterializeResult:
     uuid, month = _partition(context)
     ctx = _provider(app_db, uuid)
+    store = object_store.store()
+    store.fetch(line_items_dir(store.local_root, ctx.schema, ctx.storage_type, uuid, month))
     result = aws.build_daily(
-        schema=ctx.schema, provider_uuid=uuid, month=month, out_root=_out_root(object_store), work_dir=ingestion.work_dir()
+        schema=ctx.schema, provider_uuid=uuid, month=month, out_root=store.local_root, work_dir=ingestion.work_dir()
     )
+    store.publish(result.partition)
     return dg.MaterializeResult(
         metadata={"path": dg.MetadataValue.path(str(result.partition)), "files": len(result.files),
                   "bytes": result.bytes, "dagster/row_count": result.rows}
@@ -309,11 +309,15 @@ def daily_summary(
     ctx = _provider(app_db, uuid)
     engine = app_db.engine()
     recorded = _latest_manifest(app_db, uuid, month)
-    out_root = _out_root(object_store)
+    store = object_store.store()
+    out_root = store.local_root
+    store.fetch(line_items_dir(out_root, ctx.schema, ctx.storage_type, uuid, month))  # footers hold raw totals
+    store.fetch(daily_dir(out_root, ctx.schema, ctx.storage_type, uuid, month))
     records.set_step(engine, recorded.id, "summary", "start")
     result = aws.build_summary(
         schema=ctx.schema, provider_uuid=uuid, month=month, out_root=out_root, work_dir=ingestion.work_dir()
     )
+    store.publish(result.partition)
     totals = aws.month_totals(schema=ctx.schema, provider_uuid=uuid, month=month, out_root=out_root)
     records.set_step(engine, recorded.id, "summary", "end")
     records.mark_manifest_complete(engine, recorded.id, uuid)

@@ -268,8 +268,9 @@ def assume_role_s3_client(
     params: dict[str, str] = {"RoleArn": role_arn, "RoleSessionName": "KokuDagsterDownloader"}
     if external_id:
         params["ExternalId"] = external_id
-    creds = boto3.client("sts", region_name=region, endpoint_url=endpoint_url).assume_role(**params)["Credentials"]
-    return boto3.client(
+    session = boto3.session.Session()  # credentials as the environment has them now
+    creds = session.client("sts", region_name=region, endpoint_url=endpoint_url).assume_role(**params)["Credentials"]
+    return session.client(
         "s3",
         region_name=region,
         endpoint_url=endpoint_url,

@@ -29,3 +29,27 @@ class ReportFormatError(IngestError):
 
 class CorruptReportError(IngestError):
     """A report file is damaged: truncated compression, malformed CSV rows."""
+
+
+class PayloadError(IngestError):
+    """An OpenShift payload could not be fetched or unpacked."""
+
+
+class PayloadRefusedError(PayloadError):
+    """A payload URL has a refused scheme or points outside the allowed file roots."""
+
+
+class PayloadDownloadError(PayloadError):
+    """A payload download failed (network error, HTTP error status)."""
+
+
+class PayloadTooLargeError(PayloadError):
+    """A payload, its manifest or its unpacked content exceeds a size or member-count limit."""
+
+
+class UnsafePayloadError(PayloadError):
+    """A tarball member would escape the extraction folder or is not a regular file or folder."""
+
+
+class CorruptPayloadError(PayloadError):
+    """A payload is not a readable tar.gz archive."""

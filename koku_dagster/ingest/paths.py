@@ -81,3 +81,15 @@ def replacing(partition: Path) -> Iterator[Path]:
         partition.rename(retired)
     staging.rename(partition)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def ocp_line_items_dir(out_root: Path, schema: str, report_type: str, provider_uuid: str, month: date) -> Path:
+    """``data/parquet/{schema}/OCP/{report_type}/source={uuid}/year=YYYY/month=MM``."""
+    base = out_root / "data/parquet" / _name(schema) / "OCP" / _name(report_type)
+    return base / _source(provider_uuid) / month_partition(month)
+
+
+def ocp_daily_dir(out_root: Path, schema: str, report_type: str, provider_uuid: str, month: date) -> Path:
+    """``data/parquet/daily/{schema}/OCP/{report_type}/source={uuid}/year=YYYY/month=MM``."""
+    base = out_root / "data/parquet/daily" / _name(schema) / "OCP" / _name(report_type)
+    return base / _source(provider_uuid) / month_partition(month)

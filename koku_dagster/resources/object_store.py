@@ -13,9 +13,11 @@ class ObjectStoreResource(dg.ConfigurableResource):
     url: str
     endpoint_url: str | None = None
     local_bucket_roots: str = ""
+    #: Local mirror of an ``s3://`` store (steps read and write files there).
+    cache_dir: str = ""
 
     def store(self) -> ObjectStore:
-        return ObjectStore(self.url, self.endpoint_url)
+        return ObjectStore(self.url, self.endpoint_url, Path(self.cache_dir) if self.cache_dir else None)
 
     def roots(self) -> tuple[Path, ...]:
         return tuple(Path(p).resolve() for p in self.local_bucket_roots.split(":") if p)
