@@ -18,9 +18,18 @@ def _initial(conn: sa.Connection) -> None:
     metadata.create_all(conn, checkfirst=True)
 
 
-#: Ordered schema versions. Append new steps; never edit applied ones.
+def _add_application_id(conn: sa.Connection) -> None:
+    """Version 2: remember the cost application's id, so a status PATCH needs no lookup."""
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("api_sources")}
+    if "application_id" not in columns:
+        conn.execute(sa.text("ALTER TABLE api_sources ADD COLUMN application_id BIGINT"))
+
+
+#: Ordered schema versions. Append new steps; never edit applied ones. Step 1 creates the
+#: current tables on a new database, so later steps must tolerate finding their change done.
 MIGRATIONS: list[tuple[int, Callable[[sa.Connection], None]]] = [
     (1, _initial),
+    (2, _add_application_id),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -50,6 +50,8 @@ sources = sa.Table(
     sa.Column("op_failed", sa.Boolean, nullable=False, server_default=sa.false()),
     # True while ``status`` has not yet been PATCHed to Platform Sources.
     sa.Column("status_push_pending", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The cost-management application's id on Platform Sources (schema version 2).
+    sa.Column("application_id", sa.BigInteger, nullable=True),
 )
 
 provider_authentication = sa.Table(

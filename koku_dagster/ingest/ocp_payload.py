@@ -218,7 +218,7 @@ def extract_payload(
     """Extract the manifest's files (top-level regular files) into ``dest``; return name -> path.
 
     Every member is checked first and the archive is refused as a whole if any is unsafe. Only the
-    listed files are written, as new regular files, copying at most ``max_total_bytes`` in all.
+    listed files are written, as new regular files (never over existing ones), copying at most ``max_total_bytes`` in all.
     A listed file missing from the archive raises :class:`ReportFileMissingError`.
     """
     tar, members = _scan(tar_path, max_members)
@@ -229,6 +229,9 @@ def extract_payload(
         if sum(members[name].size for name in manifest.files) > max_total_bytes:
             raise PayloadTooLargeError(f"{tar_path.name}: listed files exceed {max_total_bytes} bytes")
         dest.mkdir(parents=True, exist_ok=True)
+        clashes = [name for name in manifest.files if (dest / name).exists()]
+        if clashes:
+            raise FileExistsError(f"extraction folder already holds {clashes[0]}")
         extracted: dict[str, Path] = {}
         budget = max_total_bytes
         try:

@@ -22,7 +22,7 @@ from koku_dagster.sources.events import MessagePosition, SourceEvent, event_type
 from koku_dagster.sources.model import SourceRecord
 from koku_dagster.sources.platform import PlatformView
 from koku_dagster.sources.processor import apply_event
-from koku_dagster.sources.store import load_records, save_record
+from koku_dagster.sources.store import load_records, save_records
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,6 @@ def _process_group(
             log.info("%s for source %s: %s", event.event_type, source_id, outcome.note)
         else:
             result.ignored += 1
-        if event.event_type != "Source.update" and outcome.relevant:
-            platform.forget_source(source_id)  # later events of this source see fresh data
     return result
 
 
@@ -214,9 +212,7 @@ def process_batch(
             result.commit_offsets[tp] = last + 1
 
     with engine.begin() as conn:
-        for g in group_results:
-            if save_record(conn, before.get(g.source_id), g.record):
-                result.sources_changed += 1
+        result.sources_changed = save_records(conn, ((before.get(g.source_id), g.record) for g in group_results))
         for rejection in result.rejected:
             _record_rejection(conn, rejection, now)
         for tp in partitions:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Any
 
 import requests
@@ -45,6 +46,13 @@ class SourcesClient:
         self._psk = psk
         self.timeout = timeout
         self.session = requests.Session()
+        # Read proxy and CA settings from the environment once, not on every call (that costs
+        # about as much CPU as the call itself).
+        self.session.proxies = requests.utils.get_environ_proxies(self.api_base)
+        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if ca_bundle:
+            self.session.verify = ca_bundle
+        self.session.trust_env = False
         adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)

@@ -67,6 +67,8 @@ class SourceRecord:
     out_of_order_delete: bool = False
     status: dict[str, Any] | None = None
     status_push_pending: bool = False
+    #: Platform Sources id of the cost-management application (where statuses are PATCHed).
+    application_id: int | None = None
     op_attempts: int = 0
     op_next_attempt_at: datetime | None = None
     op_last_error: str | None = None

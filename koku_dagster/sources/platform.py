@@ -1,7 +1,9 @@
 """A cached view of Platform Sources for one batch of events.
 
 Within a batch, several events of one source ask for the same details; each distinct
-question is asked once. Errors are not cached, so a retry asks again.
+question is asked once. Every event of the batch was published before the batch was read,
+so an answer fetched while applying it is at least as new as any later event of the batch:
+nothing needs to be forgotten within a batch. Errors are not cached, so a retry asks again.
 """
 
 from __future__ import annotations
@@ -37,11 +39,11 @@ class PlatformView:
             self._cache[key] = value
         return value
 
-    def forget_source(self, source_id: int) -> None:
-        """Drop what is known of one source (after an event says it changed)."""
+    def known_application_id(self, source_id: int) -> int | None:
+        """The cost application's id, if this batch fetched it."""
         with self._lock:
-            for key in [k for k in self._cache if len(k) > 1 and k[1] == source_id]:
-                del self._cache[key]
+            app = self._cache.get(("application", source_id))
+        return app.id if isinstance(app, Application) else None
 
     def is_cost_management_source(self, source_id: int, tenant: Tenant) -> bool:
         return self._memo(

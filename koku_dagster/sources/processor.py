@@ -163,6 +163,18 @@ def _destroy(record: SourceRecord | None, event: SourceEvent, platform: Platform
 def apply_event(
     record: SourceRecord | None, event: SourceEvent, platform: PlatformView, *, replay: bool = False
 ) -> Outcome:
+    """The record after ``event`` (see :func:`_apply`), remembering the application id when seen."""
+    outcome = _apply(record, event, platform, replay=replay)
+    if outcome.record is not None and not outcome.record.out_of_order_delete:
+        app_id = platform.known_application_id(event.source_id)
+        if app_id is not None:
+            outcome.record.application_id = app_id
+    return outcome
+
+
+def _apply(
+    record: SourceRecord | None, event: SourceEvent, platform: PlatformView, *, replay: bool = False
+) -> Outcome:
     """The record after ``event``. Raises SourceNotFound / SourcesApiError for the caller to handle.
 
     ``replay`` says the event's effects were committed before (offset at or below the

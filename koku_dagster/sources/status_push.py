@@ -30,7 +30,11 @@ def _push_one(client: SourcesClient, cost_type_id: int, record: SourceRecord) ->
     if tenant is None or record.status is None:
         return False
     try:
-        application = client.application(record.source_id, cost_type_id, tenant)
+        if record.application_id is not None and client.patch_availability(
+            record.application_id, dict(record.status), tenant
+        ):
+            return True
+        application = client.application(record.source_id, cost_type_id, tenant)  # unknown or moved
         if application is None:
             return False
         return client.patch_availability(application.id, dict(record.status), tenant)

@@ -41,18 +41,40 @@ def load_record(conn: sa.Connection, source_id: int) -> SourceRecord | None:
     return load_records(conn, [source_id]).get(source_id)
 
 
+_UPDATE_MANY = (
+    sa.update(sources)
+    .where(sources.c.source_id == sa.bindparam("key_source_id"))
+    .values({name: sa.bindparam(name) for name in [*_FIELDS, "updated_timestamp"] if name != "source_id"})
+)
+
+
+def save_records(conn: sa.Connection, changes: Iterable[tuple[SourceRecord | None, SourceRecord | None]]) -> int:
+    """Persist many changes with one statement per kind (insert, update, delete); return how many."""
+    now = utcnow()
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    deletes: list[int] = []
+    for before, after in changes:
+        if before == after:
+            continue
+        if after is None:
+            assert before is not None
+            deletes.append(before.source_id)
+        elif before is None:
+            inserts.append({**_row_values(after), "updated_timestamp": now})
+        else:
+            values = {**_row_values(after), "updated_timestamp": now}
+            values["key_source_id"] = values.pop("source_id")
+            updates.append(values)
+    if inserts:
+        conn.execute(sa.insert(sources), inserts)
+    if updates:
+        conn.execute(_UPDATE_MANY, updates)
+    for start in range(0, len(deletes), 500):
+        conn.execute(sa.delete(sources).where(sources.c.source_id.in_(deletes[start : start + 500])))
+    return len(inserts) + len(updates) + len(deletes)
+
+
 def save_record(conn: sa.Connection, before: SourceRecord | None, after: SourceRecord | None) -> bool:
     """Persist the change from ``before`` to ``after``; return whether anything was written."""
-    if before == after:
-        return False
-    if after is None:
-        assert before is not None
-        conn.execute(sa.delete(sources).where(sources.c.source_id == before.source_id))
-        return True
-    values = _row_values(after)
-    values["updated_timestamp"] = utcnow()
-    if before is None:
-        conn.execute(sa.insert(sources).values(**values))
-    else:
-        conn.execute(sa.update(sources).where(sources.c.source_id == after.source_id).values(**values))
-    return True
+    return save_records(conn, [(before, after)]) > 0

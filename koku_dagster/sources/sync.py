@@ -43,7 +43,7 @@ class SyncLimits:
     total_budget_seconds: float = 30.0
     max_operations: int = 5000
     max_status_pushes: int = 5000
-    workers: int = 8
+    workers: int = 16
 
 
 @dataclass
