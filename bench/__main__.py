@@ -1,4 +1,4 @@
-"""``python -m bench [--only sources] [--sources N]``: run the benchmarks, print a results table."""
+"""``python -m bench [--only sources|ingest_aws] [--sources N] [--aws-rows N]``: run the benchmarks, print tables."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import argparse
 import sys
 import time
 
-from bench import sources_sync
+from bench import ingest_aws, sources_sync
 from bench._util import machine
 
-BENCHMARKS = {sources_sync.NAME: sources_sync}
+BENCHMARKS = {sources_sync.NAME: sources_sync, ingest_aws.NAME: ingest_aws}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,13 +33,20 @@ def main(argv: list[str] | None = None) -> int:
                              "than a quarter of a CPU meanwhile; the least disturbed run is reported (default 1)")
     parser.add_argument("--no-memory-check", action="store_true", help="skip the N/2-sources memory run")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, SQLite files)")
+    parser.add_argument("--aws-rows", type=int, default=500_000,
+                        help="rows of the nise AWS month for ingest_aws (default 500000; cached in bench/.data)")
+    parser.add_argument("--repeats", type=int, default=3, help="ingest_aws: runs per approach (median reported)")
     options = parser.parse_args(argv)
     selected = list(dict.fromkeys(options.only or BENCHMARKS))
 
     started = time.monotonic()
     rows = []
+    ingest_rows: list[dict] = []
     for name in selected:
-        rows.extend(BENCHMARKS[name].run(options))
+        if name == ingest_aws.NAME:  # prints its own table as it finishes
+            ingest_rows = ingest_aws.run(options.aws_rows, options.repeats)
+        else:
+            rows.extend(BENCHMARKS[name].run(options))
     facts = machine()
     print()
     print(f"machine: {facts['nproc']} CPUs ({facts['cpu']}), {facts['memory']} RAM, Python {facts['python']}, "
@@ -47,12 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"options: sources={options.sources} baseline_sources={options.baseline_sources or options.sources} "
           f"latency_ms={options.latency_ms} workers={options.workers}")
     print()
-    for name in selected:
-        print(BENCHMARKS[name].report([r for r in rows if r.benchmark == name]))
+    if sources_sync.NAME in selected:
+        print(sources_sync.report([r for r in rows if r.benchmark == sources_sync.NAME]))
     print()
-    bad = [r for r in rows if not r.ok]
+    bad = [r for r in rows if not r.ok] + [r for r in ingest_rows if not r["cost_ok"]]
     print(f"total bench time {time.monotonic() - started:.0f} s; "
-          + (f"{len(bad)} run(s) FAILED the provider count check" if bad else "all provider counts match"))
+          + (f"{len(bad)} run(s) FAILED their correctness check" if bad else "all correctness checks passed"))
     return 1 if bad else 0
 
 
