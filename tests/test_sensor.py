@@ -37,9 +37,20 @@ def _tick(h: Harness, instance: dg.DagsterInstance) -> dg.SensorResult:
     return result
 
 
-def test_definitions_load_with_contract_names() -> None:
-    loaded = defs()
-    dg.Definitions.validate_loadable(loaded)
+def test_definitions_load_with_contract_names(tmp_path, monkeypatch) -> None:
+    from koku_dagster import settings
+
+    monkeypatch.setenv("KOKU_HOME", str(tmp_path))
+    settings.get_settings.cache_clear()
+    try:
+        with dg.instance_for_test():  # loading needs a live instance (earlier tests' instances are gone)
+            loaded = defs()
+            dg.Definitions.validate_loadable(loaded)
+    finally:
+        settings.get_settings.cache_clear()
+    assert (tmp_path / "koku.db").exists()  # the schema is migrated at start-up
+    assert {a.key.to_user_string() for a in loaded.assets} >= {"source_records", "provider_records", "daily_summary"}
+    assert loaded.get_schedule_def("report_polling_schedule").default_status == dg.DefaultScheduleStatus.RUNNING
     sensor = loaded.get_sensor_def("platform_sources_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert providers_partitions.name == "providers"
