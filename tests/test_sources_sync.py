@@ -365,14 +365,18 @@ def test_one_failing_source_is_given_up_and_others_proceed(
     from koku_dagster.sources.client import SourcesClient
     from koku_dagster.sources.errors import SourcesApiError
 
-    real = SourcesClient.source_details
+    real, real_list = SourcesClient.source_details, SourcesClient.sources_by_id
 
     def flaky(self, source_id, tenant):  # this one source's details always fail
         if source_id == bad_id:
             raise SourcesApiError(f"GET sources/{source_id}: status 500")
         return real(self, source_id, tenant)
 
+    def listed(self, source_ids, tenant):  # and the bulk list leaves it out
+        return {k: v for k, v in real_list(self, source_ids, tenant).items() if k != bad_id}
+
     monkeypatch.setattr(SourcesClient, "source_details", flaky)
+    monkeypatch.setattr(SourcesClient, "sources_by_id", listed)
     from koku_dagster.sources.batch import MAX_MESSAGE_ATTEMPTS
 
     harness.settle(max_passes=MAX_MESSAGE_ATTEMPTS + 6)
@@ -450,3 +454,16 @@ def test_database_outage_commits_nothing_and_recovers(
         assert _source(harness, int(created["source"]["id"]))["koku_uuid"] == UID
         assert [p["uuid"] for p in _providers(harness)] == [UID]
         dispose_engine(url)
+
+
+def test_batch_asks_platform_sources_in_bulk(harness: Harness) -> None:
+    for i in range(6):
+        _aws(harness, f"Bulk {i}", role_arn=f"{ARN}{i}")
+    before = len(harness.standin.requests)
+    report = harness.run()[0]
+    assert report.batch.read == 24 and len(_providers(harness)) == 6
+    gets = [r for r in harness.standin.requests[before:] if r.method == "GET"]
+    # one app-type lookup, three list calls, one source-type name; no per-source GETs
+    assert report.batch.api_calls <= 4 and len(gets) <= 5, [r.path for r in gets]
+    patches = [r for r in harness.standin.requests[before:] if r.method == "PATCH"]
+    assert len(patches) == 6  # statuses go straight to the remembered application ids

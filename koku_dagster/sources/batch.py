@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from koku_dagster.db.schema import consumer_progress, message_retry, rejected_message
 from koku_dagster.sources.errors import PoisonMessage, SourceNotFound, SourcesApiError
 from koku_dagster.sources.events import MessagePosition, SourceEvent, event_type_of, parse_message
-from koku_dagster.sources.model import SourceRecord
+from koku_dagster.sources.model import SourceRecord, Tenant
 from koku_dagster.sources.platform import PlatformView
 from koku_dagster.sources.processor import apply_event
 from koku_dagster.sources.store import load_records, save_records
@@ -153,6 +153,10 @@ def process_batch(
         }
 
     calls_before = platform.calls
+    by_tenant: dict[Tenant, list[int]] = defaultdict(list)
+    for source_id, events in groups.items():
+        by_tenant[events[0].tenant].append(source_id)
+    platform.prefetch(dict(by_tenant))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = [
             pool.submit(_process_group, sid, before.get(sid), evs, platform, high_water) for sid, evs in groups.items()

@@ -29,6 +29,27 @@ def _opt_int(value: Any) -> int | None:
         return None
 
 
+def _text(row: dict[str, Any], key: str) -> str | None:
+    value = row.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _details(row: dict[str, Any]) -> SourceDetails:
+    return SourceDetails(
+        name=_text(row, "name"),
+        source_type_id=_opt_int(row.get("source_type_id")),
+        uid=_text(row, "uid"),
+        source_ref=_text(row, "source_ref"),
+    )
+
+
+def _authentication(row: dict[str, Any]) -> AuthenticationRecord:
+    extra = row.get("extra")
+    return AuthenticationRecord(
+        id=str(row.get("id") or ""), username=_text(row, "username") or "", extra=extra if isinstance(extra, dict) else {}
+    )
+
+
 class SourcesClient:
     """Calls the Platform Sources public and internal APIs."""
 
@@ -81,7 +102,7 @@ class SourcesClient:
         tenant: Tenant | None,
         *,
         internal: bool = False,
-        params: dict[str, str] | None = None,
+        params: dict[str, str | list[str]] | None = None,
         body: dict[str, Any] | None = None,
     ) -> requests.Response:
         url = (self.internal_base if internal else self.api_base) + "/" + path
@@ -92,7 +113,9 @@ class SourcesClient:
         except requests.RequestException as exc:
             raise SourcesApiError(f"{method} {path}: {type(exc).__name__} (Platform Sources unreachable)") from None
 
-    def _get(self, path: str, tenant: Tenant | None, *, internal: bool = False, **params: str) -> dict[str, Any]:
+    def _get(
+        self, path: str, tenant: Tenant | None, *, internal: bool = False, **params: str | list[str]
+    ) -> dict[str, Any]:
         response = self._request("GET", path, tenant, internal=internal, params=params or None)
         if response.status_code == 404 and "source not found" in response.text.lower():
             raise SourceNotFound(f"GET {path}: source not found")
@@ -126,13 +149,7 @@ class SourcesClient:
         return bool(self._data(payload))
 
     def source_details(self, source_id: int, tenant: Tenant) -> SourceDetails:
-        payload = self._get(f"sources/{source_id}", tenant)
-        return SourceDetails(
-            name=payload.get("name") if isinstance(payload.get("name"), str) else None,
-            source_type_id=_opt_int(payload.get("source_type_id")),
-            uid=payload.get("uid") if isinstance(payload.get("uid"), str) else None,
-            source_ref=payload.get("source_ref") if isinstance(payload.get("source_ref"), str) else None,
-        )
+        return _details(self._get(f"sources/{source_id}", tenant))
 
     def source_type_name(self, type_id: int) -> str:
         data = self._data(self._get("source_types", None, **{"filter[id]": str(type_id)}))
@@ -161,16 +178,7 @@ class SourcesClient:
             "authentications", tenant, **{"filter[source_id]": str(source_id), "filter[authtype]": authtype}
         )
         data = self._data(payload)
-        if not data:
-            return None
-        row = data[0]
-        extra = row.get("extra")
-        username = row.get("username")
-        return AuthenticationRecord(
-            id=str(row.get("id") or ""),
-            username=username if isinstance(username, str) else "",
-            extra=extra if isinstance(extra, dict) else {},
-        )
+        return _authentication(data[0]) if data else None
 
     def authentication_password(self, auth_id: str, tenant: Tenant) -> str | None:
         """The secret of an authentication (internal API); never logged."""
@@ -181,6 +189,65 @@ class SourcesClient:
         )
         password = payload.get("password")
         return password if isinstance(password, str) and password else None
+
+    # -- bulk reads (one call for many sources of one tenant; ids repeat as ``filter[x][]``) --------
+
+    def _list_all(self, path: str, tenant: Tenant, **params: str | list[str]) -> list[dict[str, Any]]:
+        """Every row of a filtered collection, following ``meta.count`` over pages."""
+        rows: list[dict[str, Any]] = []
+        limit, offset = 1000, 0
+        while True:
+            payload = self._get(path, tenant, limit=str(limit), offset=str(offset), **params)
+            page = self._data(payload)
+            rows += page
+            meta = payload.get("meta") if isinstance(payload.get("meta"), dict) else {}
+            count = meta.get("count") if isinstance(meta.get("count"), int) else len(rows)
+            offset += limit
+            if not page or offset >= count:
+                return rows
+
+    def sources_by_id(self, source_ids: list[int], tenant: Tenant) -> dict[int, SourceDetails]:
+        rows = self._list_all("sources", tenant, **{"filter[id][]": [str(i) for i in source_ids]})
+        found = {}
+        for row in rows:
+            source_id = _opt_int(row.get("id"))
+            if source_id is not None:
+                found[source_id] = _details(row)
+        return found
+
+    def applications_by_source(self, source_ids: list[int], app_type_id: int, tenant: Tenant) -> dict[int, Application]:
+        rows = self._list_all(
+            "applications",
+            tenant,
+            **{"filter[source_id][]": [str(i) for i in source_ids], "filter[application_type_id]": str(app_type_id)},
+        )
+        found: dict[int, Application] = {}
+        for row in sorted(rows, key=lambda r: _opt_int(r.get("id")) or 0):
+            source_id, app_id = _opt_int(row.get("source_id")), _opt_int(row.get("id"))
+            if source_id is not None and app_id is not None and source_id not in found:
+                extra = row.get("extra")
+                found[source_id] = Application(id=app_id, extra=extra if isinstance(extra, dict) else {})
+        return found
+
+    def authentications_by_application(
+        self, application_ids: list[int], authtypes: list[str], tenant: Tenant
+    ) -> dict[tuple[int, str], AuthenticationRecord]:
+        """Authentications attached to the given applications, by (application id, authtype)."""
+        rows = self._list_all(
+            "authentications",
+            tenant,
+            **{
+                "filter[resource_type]": "Application",
+                "filter[resource_id][]": [str(i) for i in application_ids],
+                "filter[authtype][]": authtypes,
+            },
+        )
+        found: dict[tuple[int, str], AuthenticationRecord] = {}
+        for row in sorted(rows, key=lambda r: str(r.get("id"))):
+            app_id, authtype = _opt_int(row.get("resource_id")), row.get("authtype")
+            if app_id is not None and isinstance(authtype, str) and (app_id, authtype) not in found:
+                found[(app_id, authtype)] = _authentication(row)
+        return found
 
     def patch_availability(self, application_id: int, status: dict[str, str], tenant: Tenant) -> bool:
         """PATCH the application's availability; False when the application is gone (404)."""

@@ -8,14 +8,17 @@ nothing needs to be forgotten within a batch. Errors are not cached, so a retry 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import TypeVar
 
 from koku_dagster.sources.client import SourcesClient
-from koku_dagster.sources.model import Application, AuthenticationRecord, SourceDetails, Tenant
+from koku_dagster.sources.errors import SourcesError
+from koku_dagster.sources.model import COST_AUTHTYPES, Application, AuthenticationRecord, SourceDetails, Tenant
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class PlatformView:
@@ -27,6 +30,7 @@ class PlatformView:
         self._cache: dict[tuple[object, ...], object] = {}
         self._type_names = type_names if type_names is not None else {}
         self._lock = threading.Lock()
+        self._type_lock = threading.Lock()
         self.calls = 0
 
     def _memo(self, key: tuple[object, ...], fetch: Callable[[], T]) -> T:
@@ -38,6 +42,46 @@ class PlatformView:
             self.calls += 1
             self._cache[key] = value
         return value
+
+    def prefetch(self, sources_by_tenant: dict[Tenant, list[int]], chunk: int = 100) -> int:
+        """Answer the batch's usual questions with a few list calls per tenant; return the calls made.
+
+        Fills the cache for sources found in the lists (details, cost application, attachment,
+        authentications attached to the application). Anything not found is asked per source
+        later, exactly as without prefetching, so "source not found" and other answers keep
+        their meaning. A failing list call is only logged: the per-source calls then run.
+        """
+        calls = 0
+        for tenant, ids in sources_by_tenant.items():
+            for start in range(0, len(ids), chunk):
+                part = sorted(set(ids[start : start + chunk]))
+                try:
+                    apps = self.client.applications_by_source(part, self.cost_type_id, tenant)
+                    details = self.client.sources_by_id(part, tenant)
+                    auths = (
+                        self.client.authentications_by_application(
+                            sorted(a.id for a in apps.values()), sorted(COST_AUTHTYPES.values()), tenant
+                        )
+                        if apps
+                        else {}
+                    )
+                    calls += 3 if apps else 2
+                except SourcesError as exc:
+                    log.info("prefetch skipped for %s sources: %s", len(part), exc)
+                    continue
+                with self._lock:
+                    for source_id in part:
+                        app = apps.get(source_id)
+                        self._cache[("application", source_id)] = app
+                        self._cache[("attached", source_id)] = app is not None
+                        if source_id in details:
+                            self._cache[("details", source_id)] = details[source_id]
+                        for authtype in COST_AUTHTYPES.values():
+                            found = auths.get((app.id, authtype)) if app else None
+                            if found is not None:
+                                self._cache[("auth", source_id, authtype)] = found
+                    self.calls += 3 if apps else 2
+        return calls
 
     def known_application_id(self, source_id: int) -> int | None:
         """The cost application's id, if this batch fetched it."""
@@ -55,13 +99,12 @@ class PlatformView:
         return self._memo(("details", source_id), lambda: self.client.source_details(source_id, tenant))
 
     def source_type_name(self, type_id: int) -> str:
-        with self._lock:
-            if type_id in self._type_names:
-                return self._type_names[type_id]
-        name = self.client.source_type_name(type_id)
-        with self._lock:
-            self._type_names[type_id] = name
-        return name
+        with self._type_lock:  # asked once, even when many workers need it at the same moment
+            if type_id not in self._type_names:
+                self._type_names[type_id] = self.client.source_type_name(type_id)
+                with self._lock:
+                    self.calls += 1
+            return self._type_names[type_id]
 
     def application(self, source_id: int, tenant: Tenant) -> Application | None:
         return self._memo(
