@@ -102,7 +102,7 @@ class Harness:
         hdrs = dict(headers if headers is not None else default_headers())
         if event_type is not None:
             hdrs["event_type"] = event_type.encode()
-        producer = Producer({"bootstrap.servers": self.broker.bootstrap, "log_level": 3})
+        producer = Producer({"bootstrap.servers": self.broker.bootstrap, "log_level": 2})
         value = raw if raw is not None else json.dumps(body).encode()
         producer.produce(self.topic, value=value, headers=list(hdrs.items()))
         producer.flush(10)

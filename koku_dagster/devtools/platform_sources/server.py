@@ -230,6 +230,7 @@ class StandInServer:
                     "bootstrap.servers": self.kafka_bootstrap,
                     "client.id": "platform-sources-standin",
                     "message.timeout.ms": int(self.flush_timeout * 1000),
+                    "log_level": 2,  # connection chatter is not the stand-in's business
                 }
             )
         httpd = _HttpServer((self.host, self.port), self)
@@ -254,6 +255,7 @@ class StandInServer:
             thread.join(timeout=5)
         if self._producer is not None:
             self._producer.flush(self.flush_timeout)
+            self._producer = None  # a new one on the next start(); no client left retrying a gone broker
 
     def __enter__(self) -> StandInServer:
         return self.start()
