@@ -467,3 +467,24 @@ def test_batch_asks_platform_sources_in_bulk(harness: Harness) -> None:
     assert report.batch.api_calls <= 4 and len(gets) <= 5, [r.path for r in gets]
     patches = [r for r in harness.standin.requests[before:] if r.method == "PATCH"]
     assert len(patches) == 6  # statuses go straight to the remembered application ids
+
+
+def test_a_failing_creation_does_not_hold_back_its_chunk(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    from koku_dagster.sources.providers import ProviderOperations
+
+    created = [_aws(harness, f"Chunk {i}", role_arn=f"{ARN}{i}") for i in range(4)]
+    bad_id = int(created[1]["source"]["id"])
+    real = ProviderOperations._create_or_update
+
+    def broken(self, conn, op, record, now):
+        if record.source_id == bad_id:
+            raise RuntimeError("disk full")
+        return real(self, conn, op, record, now)
+
+    monkeypatch.setattr(ProviderOperations, "_create_or_update", broken)
+    report = harness.run()[0]
+    outcomes = {r.source_id: r.outcome for r in report.operations}
+    assert outcomes[bad_id] == "retry" and sum(o == "done" for o in outcomes.values()) == 3
+    assert len(_providers(harness)) == 3
+    row = _source(harness, bad_id)
+    assert row["op_attempts"] == 1 and "disk full" in row["op_last_error"] and row["koku_uuid"] is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from koku_dagster.sources import status as status_mod
 from koku_dagster.sources.errors import ProviderValidationError
 from koku_dagster.sources.model import SourceRecord
 from koku_dagster.sources.source_settings import settings_complete
+from koku_dagster.db.types import utcnow
 from koku_dagster.sources.store import load_record, record_from_row, save_record
 from koku_dagster.sources.validation import validate_provider_settings
 
@@ -42,6 +44,8 @@ Operation = Literal["create", "update", "destroy"]
 DataPurger = Callable[[str], None]
 
 MAX_OP_ATTEMPTS = 8
+#: Creations and updates committed together (one transaction per chunk).
+CHUNK = 200
 _BACKOFF_BASE_SECONDS = 5.0
 _BACKOFF_CAP_SECONDS = 600.0
 _UUID_NAMESPACE = uuid.UUID("5b0c6e2e-6a55-4c55-9d8e-6f1d6a0c0b1e")
@@ -85,12 +89,15 @@ def fingerprint(value: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _get_or_create_json(conn: sa.Connection, table: sa.Table, column: str, value: dict[str, Any]) -> int:
-    digest = fingerprint(value)
-    found = conn.execute(sa.select(table.c.id).where(table.c.fingerprint == digest)).scalar()
-    if found is not None:
-        return int(found)
-    return int(conn.execute(sa.insert(table).values(**{column: value, "fingerprint": digest})).inserted_primary_key[0])
+def _find_json(conn: sa.Connection, table: sa.Table, value: dict[str, Any]) -> int | None:
+    """The row holding exactly ``value`` (by its fingerprint), if any."""
+    found = conn.execute(sa.select(table.c.id).where(table.c.fingerprint == fingerprint(value))).scalar()
+    return int(found) if found is not None else None
+
+
+def _insert_json(conn: sa.Connection, table: sa.Table, column: str, value: dict[str, Any]) -> int:
+    result = conn.execute(sa.insert(table).values(**{column: value, "fingerprint": fingerprint(value)}))
+    return int(result.inserted_primary_key[0])
 
 
 def get_or_create_customer(conn: sa.Connection, org_id: str, account_id: str | None, now: datetime) -> int:
@@ -184,36 +191,76 @@ class ProviderOperations:
 
     # -- execution -----------------------------------------------------------------------------
 
+    def run_many(self, ops: list[tuple[Operation, SourceRecord]], deadline: float) -> list[OperationResult]:
+        """Run operations until ``deadline`` (monotonic): creations and updates in chunks of
+        :data:`CHUNK` per transaction (one by one if a chunk fails), deletions one by one."""
+        results: list[OperationResult] = []
+        writes = [(op, record) for op, record in ops if op != "destroy"]
+        for start in range(0, len(writes), CHUNK):
+            if time.monotonic() > deadline:
+                return results
+            chunk = writes[start : start + CHUNK]
+            try:
+                with self.engine.begin() as conn:
+                    done = [self._apply(conn, op, record, utcnow()) for op, record in chunk]
+                results += done
+            except Exception as exc:  # noqa: BLE001 - isolate the failing operation
+                log.warning("a chunk of %s provider operations failed (%s); running them one by one", len(chunk), exc)
+                results += [self.run(op, record, utcnow()) for op, record in chunk]
+        for op, record in ops:
+            if op == "destroy" and time.monotonic() <= deadline:
+                results.append(self.run(op, record, utcnow()))
+        return results
+
     def run(self, op: Operation, record: SourceRecord, now: datetime) -> OperationResult:
-        """Run one operation; never raises for a single source's failure."""
+        """Run one operation in its own transaction(s); never raises for a single source's failure."""
         try:
             if op == "destroy":
                 return OperationResult(record.source_id, op, "done", self._destroy(record, now))
-            uuid_, account_changed = self._create_or_update(op, record, now)
-            return OperationResult(record.source_id, op, "done", uuid_, reingest=op == "update" and account_changed)
+            with self.engine.begin() as conn:
+                return self._apply(conn, op, record, now)
         except ProviderValidationError as exc:
-            self._mark(record.source_id, now, status=status_mod.build_status(str(exc)), error=str(exc))
-            log.warning("provider %s for source %s refused: %s", op, record.source_id, exc)
-            return OperationResult(record.source_id, op, "invalid", error=str(exc))
+            with self.engine.begin() as conn:
+                return self._refused(conn, op, record, now, exc)
         except Exception as exc:  # noqa: BLE001 - any failure is retried, bounded
             error = f"{type(exc).__name__}: {str(exc)[:300]}"
             attempts = record.op_attempts + 1
             failed = attempts >= MAX_OP_ATTEMPTS
-            self._mark(
-                record.source_id,
-                now,
-                attempts=attempts,
-                failed=failed,
-                error=error,
-                status=status_mod.build_status(f"Cost management could not {op} this integration; retries exhausted.")
-                if failed
-                else None,
-            )
+            with self.engine.begin() as conn:
+                self._mark(
+                    conn,
+                    record.source_id,
+                    now,
+                    attempts=attempts,
+                    failed=failed,
+                    error=error,
+                    status=status_mod.build_status(
+                        f"Cost management could not {op} this integration; retries exhausted."
+                    )
+                    if failed
+                    else None,
+                )
             log.error("provider %s for source %s failed (attempt %s): %s", op, record.source_id, attempts, error)
             return OperationResult(record.source_id, op, "failed" if failed else "retry", error=error)
 
+    def _apply(self, conn: sa.Connection, op: Operation, record: SourceRecord, now: datetime) -> OperationResult:
+        """Create or update within ``conn``; a refusal is recorded, anything else raises."""
+        try:
+            uuid_, account_changed = self._create_or_update(conn, op, record, now)
+        except ProviderValidationError as exc:
+            return self._refused(conn, op, record, now, exc)
+        return OperationResult(record.source_id, op, "done", uuid_, reingest=op == "update" and account_changed)
+
+    def _refused(
+        self, conn: sa.Connection, op: Operation, record: SourceRecord, now: datetime, exc: ProviderValidationError
+    ) -> OperationResult:
+        self._mark(conn, record.source_id, now, status=status_mod.build_status(str(exc)), error=str(exc))
+        log.warning("provider %s for source %s refused: %s", op, record.source_id, exc)
+        return OperationResult(record.source_id, op, "invalid", error=str(exc))
+
     def _mark(
         self,
+        conn: sa.Connection,
         source_id: int,
         now: datetime,
         *,
@@ -222,71 +269,79 @@ class ProviderOperations:
         attempts: int | None = None,
         failed: bool = False,
     ) -> None:
-        with self.engine.begin() as conn:
-            before = load_record(conn, source_id)
-            if before is None:
-                return
-            after = before.copy()
-            after.op_last_error = error
-            if attempts is not None:
-                after.op_attempts = attempts
-                after.op_next_attempt_at = now + backoff(attempts)
-                after.op_failed = failed
-            if status is not None and after.status != status:
-                after.status = status
-                after.status_push_pending = True
-            if status is not None and after.pending_update and after.koku_uuid:
-                after.pending_update = False  # the update was refused; wait for the next change
-            save_record(conn, before, after)
+        before = load_record(conn, source_id)
+        if before is None:
+            return
+        after = before.copy()
+        after.op_last_error = error
+        if attempts is not None:
+            after.op_attempts = attempts
+            after.op_next_attempt_at = now + backoff(attempts)
+            after.op_failed = failed
+        if status is not None and after.status != status:
+            after.status = status
+            after.status_push_pending = True
+        if status is not None and after.pending_update and after.koku_uuid:
+            after.pending_update = False  # the update was refused; wait for the next change
+        save_record(conn, before, after)
 
-    def _create_or_update(self, op: Operation, record: SourceRecord, now: datetime) -> tuple[str, bool]:
-        """Create or update the provider; return its uuid and whether its account (auth/billing) changed."""
+    def _create_or_update(
+        self, conn: sa.Connection, op: Operation, record: SourceRecord, now: datetime
+    ) -> tuple[str, bool]:
+        """Create or update the provider; return its uuid and whether its account (auth/billing) changed.
+
+        Every check that can refuse runs before the first write, so a refusal leaves ``conn``'s
+        transaction as it was and the other operations of a chunk go on.
+        """
         credentials, data_source = record.credentials, record.data_source
         validate_provider_settings(record.source_type, credentials, data_source, self.local_roots)
         assert record.org_id is not None
-        with self.engine.begin() as conn:
-            current = load_record(conn, record.source_id)
-            if current is None or needed_operation(current) != op:
-                return (current.koku_uuid if current and current.koku_uuid else ""), False  # changed meanwhile
-            customer_id = get_or_create_customer(conn, record.org_id, record.account_id, now)
-            auth_id = _get_or_create_json(conn, provider_authentication, "credentials", credentials)
-            billing_id = _get_or_create_json(conn, provider_billing_source, "data_source", data_source)
-            uuid_ = current.koku_uuid if op == "update" else provider_uuid_for(current)
-            existing = conn.execute(sa.select(provider).where(provider.c.uuid == uuid_)).mappings().first()
-            if existing is not None and existing["customer_id"] != customer_id:
-                raise ProviderValidationError("A provider with this source's uid belongs to another organization.")
-            account_changed = existing is None or (existing["authentication_id"], existing["billing_source_id"]) != (
-                auth_id,
-                billing_id,
-            )
+        current = load_record(conn, record.source_id)
+        if current is None or needed_operation(current) != op:
+            return (current.koku_uuid if current and current.koku_uuid else ""), False  # changed meanwhile
+        customer_id = conn.execute(sa.select(customer.c.id).where(customer.c.org_id == record.org_id)).scalar()
+        auth_id = _find_json(conn, provider_authentication, credentials)
+        billing_id = _find_json(conn, provider_billing_source, data_source)
+        uuid_ = current.koku_uuid if op == "update" else provider_uuid_for(current)
+        existing = conn.execute(sa.select(provider).where(provider.c.uuid == uuid_)).mappings().first()
+        if existing is not None and existing["customer_id"] != customer_id:
+            raise ProviderValidationError("A provider with this source's uid belongs to another organization.")
+        account_changed = existing is None or (existing["authentication_id"], existing["billing_source_id"]) != (
+            auth_id,
+            billing_id,
+        )
+        if account_changed and None not in (customer_id, auth_id, billing_id):
+            _check_duplicate(conn, uuid_, auth_id, billing_id, customer_id)
+        # Writes from here on.
+        customer_id = customer_id or get_or_create_customer(conn, record.org_id, record.account_id, now)
+        auth_id = auth_id or _insert_json(conn, provider_authentication, "credentials", credentials)
+        billing_id = billing_id or _insert_json(conn, provider_billing_source, "data_source", data_source)
+        values = {
+            "name": (current.name or "")[:256],
+            "type": current.source_type,
+            "customer_id": customer_id,
+            "authentication_id": auth_id,
+            "billing_source_id": billing_id,
+            "active": True,
+            "paused": current.paused,
+        }
+        if existing is None:
+            conn.execute(sa.insert(provider).values(uuid=uuid_, created_timestamp=now, **values))
+        else:
+            conn.execute(sa.update(provider).where(provider.c.uuid == uuid_).values(**values))
             if account_changed:
-                _check_duplicate(conn, uuid_, auth_id, billing_id, customer_id)
-            values = {
-                "name": (current.name or "")[:256],
-                "type": current.source_type,
-                "customer_id": customer_id,
-                "authentication_id": auth_id,
-                "billing_source_id": billing_id,
-                "active": True,
-                "paused": current.paused,
-            }
-            if existing is None:
-                conn.execute(sa.insert(provider).values(uuid=uuid_, created_timestamp=now, **values))
-            else:
-                conn.execute(sa.update(provider).where(provider.c.uuid == uuid_).values(**values))
-                if account_changed:
-                    _delete_unreferenced(conn, existing["authentication_id"], existing["billing_source_id"])
-            after = current.copy()
-            after.koku_uuid = uuid_
-            after.pending_update = False
-            after.op_attempts = 0
-            after.op_next_attempt_at = None
-            after.op_last_error = None
-            available = status_mod.build_status(None)
-            if after.status != available:
-                after.status = available
-                after.status_push_pending = True
-            save_record(conn, current, after)
+                _delete_unreferenced(conn, existing["authentication_id"], existing["billing_source_id"])
+        after = current.copy()
+        after.koku_uuid = uuid_
+        after.pending_update = False
+        after.op_attempts = 0
+        after.op_next_attempt_at = None
+        after.op_last_error = None
+        available = status_mod.build_status(None)
+        if after.status != available:
+            after.status = available
+            after.status_push_pending = True
+        save_record(conn, current, after)
         log.info("provider %s %sd for source %s", uuid_, op, record.source_id)
         return uuid_, account_changed
 

@@ -111,10 +111,7 @@ class SourcesSync:
                 log.warning("Kafka unavailable, events wait: %s", exc)
                 report.kafka_available = False
         deadline = started + self.limits.total_budget_seconds
-        for op, record in self.operations.due(now, self.limits.max_operations):
-            if time.monotonic() > deadline:
-                break
-            report.operations.append(self.operations.run(op, record, utcnow()))
+        report.operations = self.operations.run_many(self.operations.due(now, self.limits.max_operations), deadline)
         if cost_type_id is not None and time.monotonic() < deadline:
             report.statuses = push_pending_statuses(
                 self.engine, self.client, cost_type_id, limit=self.limits.max_status_pushes, workers=self.limits.workers
