@@ -158,7 +158,7 @@ def _child_ours(cfg: dict[str, Any]) -> dict[str, Any]:
         sync_mod.process_batch = committed_batch  # type: ignore[assignment]
     for owner, attr, phase, exclude in (
         (sync_mod, "push_pending_statuses", "status_push", None),
-        (sync.operations, "run", "provider_ops", None),
+        (sync.operations, "run_many", "provider_ops", None),
         (sync, "_consume", "kafka_read", "apply_batch"),
     ):
         if hasattr(owner, attr):
