@@ -349,10 +349,15 @@ def test_backlog_drains_over_bounded_ticks(harness: Harness) -> None:
     for i in range(5):
         _aws(harness, f"Backlog {i}", role_arn=f"{ARN}{i}")
     reads = []
-    sync = harness.sync(max_messages=6, read_budget_seconds=2.0)
+    sync = harness.sync(max_messages=6, read_budget_seconds=2.0, drain_budget_seconds=0.0)
     for _ in range(8):
         reads.append(sync.run_once().batch.read)
     assert max(reads) <= 6 and sum(reads) >= 20
+    drained = harness.sync(max_messages=6, read_budget_seconds=2.0, drain_budget_seconds=30.0)
+    with BatchConsumer(harness.broker.bootstrap, harness.topic, "hccm-sources") as consumer:
+        consumer.commit({0: 0})  # replay: one pass now takes the whole backlog, batch after batch
+    report = drained.run_once()
+    assert report.batch.read >= 20 and report.start_offsets == {0: 0}
     assert len(_providers(harness)) == 5
 
 

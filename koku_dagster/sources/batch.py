@@ -61,6 +61,19 @@ class BatchResult:
     retrying: dict[TopicPartition, tuple[int, str]] = field(default_factory=dict)
     api_calls: int = 0
 
+    def merged(self, later: BatchResult) -> BatchResult:
+        """This batch followed by ``later`` (offsets and retries as of the later one)."""
+        return BatchResult(
+            read=self.read + later.read,
+            applied=self.applied + later.applied,
+            ignored=self.ignored + later.ignored,
+            rejected=self.rejected + later.rejected,
+            sources_changed=self.sources_changed + later.sources_changed,
+            commit_offsets={**self.commit_offsets, **later.commit_offsets},
+            retrying={**self.retrying, **later.retrying},
+            api_calls=self.api_calls + later.api_calls,
+        )
+
 
 @dataclass
 class _GroupResult:

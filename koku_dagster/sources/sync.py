@@ -40,6 +40,8 @@ _TYPE_NAME_CACHE: dict[str, dict[int, str]] = {}
 class SyncLimits:
     max_messages: int = 5000
     read_budget_seconds: float = 8.0
+    #: Further full batches are read while a pass is younger than this.
+    drain_budget_seconds: float = 12.0
     total_budget_seconds: float = 30.0
     max_operations: int = 5000
     max_status_pushes: int = 5000
@@ -105,7 +107,7 @@ class SourcesSync:
             report.api_available, cost_type_id = False, None
         if cost_type_id is not None:
             try:
-                report.batch = self._consume(cost_type_id, now, report)
+                report.batch = self._drain(cost_type_id, now, report, started)
             except KafkaException as exc:
                 # The broker is unreachable: nothing was committed; the next pass reads again.
                 log.warning("Kafka unavailable, events wait: %s", exc)
@@ -119,17 +121,34 @@ class SourcesSync:
         report.seconds = time.monotonic() - started
         return report
 
+    def _drain(self, cost_type_id: int, now: datetime, report: SyncReport, started: float) -> BatchResult:
+        """Apply full batches while the read budget lasts, so a backlog's events land first."""
+        total = self._consume(cost_type_id, now, report)
+        while (
+            total.read
+            and not total.retrying
+            and total.read % self.limits.max_messages == 0
+            and time.monotonic() - started < self.limits.drain_budget_seconds
+        ):
+            more = self._consume(cost_type_id, now, report)
+            if not more.read:
+                break
+            total = total.merged(more)
+        return total
+
     def _consume(self, cost_type_id: int, now: datetime, report: SyncReport) -> BatchResult:
         blocked = [p for (t, p) in blocked_partitions(self.engine, now) if t == self.topic]
         platform = PlatformView(
             self.client, cost_type_id, _TYPE_NAME_CACHE.setdefault(self.client.api_base, {})
         )
         with BatchConsumer(self.bootstrap, self.topic, self.group_id) as consumer:
-            messages, report.start_offsets = consumer.read(
+            messages, starts = consumer.read(
                 max_messages=self.limits.max_messages,
                 budget_seconds=self.limits.read_budget_seconds,
                 skip_partitions=blocked,
             )
+            for partition, offset in starts.items():
+                report.start_offsets.setdefault(partition, offset)  # where this pass began
             result = process_batch(self.engine, self.group_id, messages, platform, now, workers=self.limits.workers)
             consumer.commit({p: off for (t, p), off in result.commit_offsets.items() if t == self.topic})
         return result
