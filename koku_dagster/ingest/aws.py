@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -33,27 +33,33 @@ CENT = Decimal("0.01")
 ROWS_PER_PASS = 750_000  # input rows aggregated per DuckDB pass: stays well inside duck.connect's 1 GB
 
 
+class FileFigures(Protocol):
+    """Per-file conversion figures (``ConversionStats`` for AWS, ``FileStats`` for Azure and GCP)."""
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+S = TypeVar("S", bound=FileFigures)
+
+
 @dataclass(frozen=True)
-class ConvertedFile:
+class ConvertedFile(Generic[S]):
     """One report file converted to one line-item Parquet file."""
 
     key: str
     path: Path
     bytes: int
-    stats: ConversionStats
+    stats: S
 
 
 @dataclass(frozen=True)
-class LineItemsResult:
-    """The month's line-item partition as written from one manifest."""
+class LineItemsResult(Generic[S]):
+    """The month's line-item partition as written from one manifest, with the files' summed figures."""
 
     assembly_id: str
     partition: Path
-    files: tuple[ConvertedFile, ...]
-
-    @property
-    def stats(self) -> ConversionStats:
-        return ConversionStats.total(f.stats for f in self.files)
+    files: tuple[ConvertedFile[S], ...]
+    stats: S
 
     def metadata(self) -> dict[str, Any]:
         """Flat, JSON-friendly figures (Dagster metadata)."""
@@ -124,7 +130,7 @@ def convert_manifest(
     provider_uuid: str,
     out_root: Path,
     max_workers: int = 2,
-) -> LineItemsResult:
+) -> LineItemsResult[ConversionStats]:
     """Convert every file of ``manifest`` into the month's line-item partition, replacing what was there.
 
     Files are converted concurrently (threads: Arrow releases the GIL while parsing and writing). Any
@@ -142,7 +148,9 @@ def convert_manifest(
 
         converted = tuple(pool.map(convert, manifest.files))
     pa.default_memory_pool().release_unused()  # hand Arrow's cached buffers back before the next step
-    return LineItemsResult(manifest.assembly_id, partition, converted)
+    return LineItemsResult(
+        manifest.assembly_id, partition, converted, ConversionStats.total(f.stats for f in converted)
+    )
 
 
 def _day_ranges(month: date, passes: int) -> list[tuple[datetime, datetime]]:

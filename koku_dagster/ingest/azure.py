@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from koku_dagster.ingest.aws import CENT, TableResult, _build, _rows_outside, _sums
+from koku_dagster.ingest.aws import CENT, ConvertedFile, LineItemsResult, TableResult, _build, _rows_outside, _sums
 from koku_dagster.ingest.aws_columns import TIMESTAMP_TYPE
 from koku_dagster.ingest.aws_convert import (
     STATS_METADATA_KEY,
@@ -229,42 +229,9 @@ def convert_csv(
     return stats
 
 
-@dataclass(frozen=True)
-class ConvertedFile:
-    """One report file converted to one line-item Parquet file."""
-
-    key: str
-    path: Path
-    bytes: int
-    stats: FileStats
-
-
-@dataclass(frozen=True)
-class LineItemsResult:
-    """The month's line-item partition as written from one manifest."""
-
-    assembly_id: str
-    partition: Path
-    files: tuple[ConvertedFile, ...]
-
-    @property
-    def stats(self) -> FileStats:
-        return FileStats.total(f.stats for f in self.files)
-
-    def metadata(self) -> dict[str, Any]:
-        """Flat, JSON-friendly figures (Dagster metadata)."""
-        return {
-            "assembly_id": self.assembly_id,
-            "partition": str(self.partition),
-            "files": len(self.files),
-            "bytes": sum(f.bytes for f in self.files),
-            **self.stats.as_dict(),
-        }
-
-
 def convert_files(
     source: ReportFiles, manifest: Manifest, partition: Path, make_table: TableFactory, max_workers: int = 2
-) -> LineItemsResult:
+) -> LineItemsResult[FileStats]:
     """Convert every file of ``manifest`` into ``partition``, replaced whole; any error leaves it untouched."""
     month = manifest.billing_period_start
     with replacing(partition) as staging, ThreadPoolExecutor(max_workers=max_workers) as pool:
@@ -277,7 +244,7 @@ def convert_files(
 
         converted = tuple(pool.map(convert, manifest.files))
     pa.default_memory_pool().release_unused()
-    return LineItemsResult(manifest.assembly_id, partition, converted)
+    return LineItemsResult(manifest.assembly_id, partition, converted, FileStats.total(f.stats for f in converted))
 
 
 def footer_stats(files: list[Path]) -> tuple[int, FileStats]:
@@ -409,7 +376,7 @@ class MonthTotals:
 
 def convert_manifest(
     source: ReportFiles, manifest: Manifest, *, schema: str, provider_uuid: str, out_root: Path, max_workers: int = 2
-) -> LineItemsResult:
+) -> LineItemsResult[FileStats]:
     """Convert every export file of ``manifest`` into the month's line-item partition, replacing what was there."""
     partition = line_items_dir(out_root, schema, PROVIDER_TYPE, provider_uuid, manifest.billing_period_start)
     return convert_files(source, manifest, partition, AzureTable, max_workers)

@@ -20,12 +20,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from koku_dagster.ingest import duck
-from koku_dagster.ingest.aws import TableResult, _build, _sums
+from koku_dagster.ingest.aws import LineItemsResult, TableResult, _build, _sums
 from koku_dagster.ingest.aws_columns import TIMESTAMP_TYPE
 from koku_dagster.ingest.aws_source import Manifest, ReportFiles
 from koku_dagster.ingest.azure import (
     CsvTable,
-    LineItemsResult,
     convert_files,
     distinct_map,
     footer_stats,
@@ -166,7 +165,7 @@ class MonthTotals:
 
 def convert_manifest(
     source: ReportFiles, manifest: Manifest, *, schema: str, provider_uuid: str, out_root: Path, max_workers: int = 2
-) -> LineItemsResult:
+) -> LineItemsResult[FileStats]:
     """Convert the invoice month's rows of every file of ``manifest`` into its line-item partition (replaced)."""
     partition = line_items_dir(out_root, schema, PROVIDER_TYPE, provider_uuid, manifest.billing_period_start)
     return convert_files(source, manifest, partition, GcpTable, max_workers)
