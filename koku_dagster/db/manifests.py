@@ -202,12 +202,16 @@ def other_month_manifests(engine: sa.Engine, provider_uuid: str, month: date, ke
         )
 
 
+def delete_manifest_rows(conn: sa.Connection, manifest_ids: list[int] | sa.Select[Any]) -> None:
+    """Delete manifests (given by ids or an id query) and their file statuses, within ``conn``."""
+    conn.execute(sa.delete(report_status).where(report_status.c.manifest_id.in_(manifest_ids)))
+    conn.execute(sa.delete(manifest).where(manifest.c.id.in_(manifest_ids)))
+
+
 def delete_manifests(engine: sa.Engine, manifest_ids: list[int]) -> None:
-    if not manifest_ids:
-        return
-    with engine.begin() as conn:
-        conn.execute(sa.delete(report_status).where(report_status.c.manifest_id.in_(manifest_ids)))
-        conn.execute(sa.delete(manifest).where(manifest.c.id.in_(manifest_ids)))
+    if manifest_ids:
+        with engine.begin() as conn:
+            delete_manifest_rows(conn, manifest_ids)
 
 
 def purge_manifests_before(engine: sa.Engine, provider_uuid: str, cutoff: date) -> int:
