@@ -359,12 +359,28 @@ provider_month_ingest = dg.define_asset_job(
 )
 
 
-def ingest_run_request(provider_uuid: str, month: date, run_key: str, *, force: bool = False) -> dg.RunRequest:
-    """A run of :data:`provider_month_ingest` for one provider month."""
+#: The steps that rebuild a month from the line items already stored (OpenShift payloads write those).
+SUMMARY_ASSETS = [daily_line_items, daily_summary]
+
+
+def ingest_run_request(
+    provider_uuid: str, month: date, run_key: str, *, force: bool = False, summary_only: bool = False
+) -> dg.RunRequest:
+    """A run of :data:`provider_month_ingest` for one provider month (only its summary steps if ``summary_only``)."""
+    partition_key = dg.MultiPartitionKey({"provider": provider_uuid, "billing_month": month.isoformat()})
+    tags = {"koku/provider": provider_uuid}
+    if summary_only:
+        return dg.RunRequest(
+            run_key=run_key,
+            partition_key=partition_key,
+            job_name=provider_month_ingest.name,
+            asset_selection=[a.key for a in SUMMARY_ASSETS],
+            tags=tags,
+        )
     return dg.RunRequest(
         run_key=run_key,
-        partition_key=dg.MultiPartitionKey({"provider": provider_uuid, "billing_month": month.isoformat()}),
+        partition_key=partition_key,
         job_name=provider_month_ingest.name,
         run_config=dg.RunConfig(ops={"report_manifest": ManifestConfig(force=force)}),
-        tags={"koku/provider": provider_uuid},
+        tags=tags,
     )
