@@ -7,11 +7,13 @@ import os
 import dagster as dg
 
 from koku_dagster.assets.ingest import INGEST_ASSETS, provider_month_ingest
+from koku_dagster.assets.ocp_uploads import ocp_payload_ingest, ocp_payload_uploads
 from koku_dagster.assets.records import provider_records, providers_match_sources, source_records
 from koku_dagster.db.migrate import migrate
 from koku_dagster.resources import ApplicationDatabase, KafkaResource, ObjectStoreResource, PlatformSourcesResource
 from koku_dagster.resources.ingestion import IngestionResource
 from koku_dagster.schedules.report_polling import report_polling_schedule
+from koku_dagster.sensors.ocp_upload import ocp_upload_sensor
 from koku_dagster.sensors.platform_sources import platform_sources_sensor
 from koku_dagster.settings import Settings, get_settings
 
@@ -56,10 +58,10 @@ def defs() -> dg.Definitions:
     settings = get_settings()
     migrate(settings.database_url)  # the schema is created or upgraded at start-up
     return dg.Definitions(
-        assets=[source_records, provider_records, *INGEST_ASSETS],
+        assets=[source_records, provider_records, ocp_payload_uploads, *INGEST_ASSETS],
         asset_checks=[providers_match_sources],
-        jobs=[provider_month_ingest],
-        sensors=[platform_sources_sensor],
+        jobs=[provider_month_ingest, ocp_payload_ingest],
+        sensors=[platform_sources_sensor, ocp_upload_sensor],
         schedules=[report_polling_schedule],
         resources=build_resources(settings),
     )

@@ -145,6 +145,34 @@ def set_step(
         conn.execute(sa.update(manifest).where(manifest.c.id == manifest_id).values(state=state))
 
 
+def record_step(engine: sa.Engine, manifest_id: int, step: Step, start: datetime, end: datetime) -> None:
+    """Record a step that already ran, with its own start and end times, in ``state``."""
+    with engine.begin() as conn:
+        state = dict(conn.execute(sa.select(manifest.c.state).where(manifest.c.id == manifest_id)).scalar() or {})
+        state[step] = {
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "time_taken_seconds": round((end - start).total_seconds(), 3),
+        }
+        conn.execute(sa.update(manifest).where(manifest.c.id == manifest_id).values(state=state))
+
+
+def set_files_done(engine: sa.Engine, manifest_id: int, report_names: Iterable[str]) -> None:
+    """Mark files done in one transaction (started now unless a start is already recorded)."""
+    now = utcnow()
+    names = sorted(set(report_names))
+    if not names:
+        return
+    with engine.begin() as conn:
+        key = (report_status.c.manifest_id == manifest_id, report_status.c.report_name.in_(names))
+        conn.execute(
+            sa.update(report_status).where(*key, report_status.c.started_datetime.is_(None)).values(started_datetime=now)
+        )
+        conn.execute(
+            sa.update(report_status).where(*key).values(status=int(FileStatus.DONE), completed_datetime=now)
+        )
+
+
 def manifest_ready_for_summary(engine: sa.Engine, manifest_id: int) -> bool:
     statuses = file_statuses(engine, manifest_id)
     return bool(statuses) and all(s["completed_datetime"] is not None for s in statuses.values())

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 
 from koku_dagster.db.engine import get_engine
-from koku_dagster.db.schema import metadata, schema_migration
+from koku_dagster.db.schema import metadata, ocp_payload_upload, schema_migration
 from koku_dagster.db.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -25,11 +25,17 @@ def _add_application_id(conn: sa.Connection) -> None:
         conn.execute(sa.text("ALTER TABLE api_sources ADD COLUMN application_id BIGINT"))
 
 
+def _add_ocp_payload_upload(conn: sa.Connection) -> None:
+    """Version 3: the durable record of OpenShift payload announcements and their outcome."""
+    ocp_payload_upload.create(conn, checkfirst=True)
+
+
 #: Ordered schema versions. Append new steps; never edit applied ones. Step 1 creates the
 #: current tables on a new database, so later steps must tolerate finding their change done.
 MIGRATIONS: list[tuple[int, Callable[[sa.Connection], None]]] = [
     (1, _initial),
     (2, _add_application_id),
+    (3, _add_ocp_payload_upload),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -156,6 +156,38 @@ report_status = sa.Table(
     sa.UniqueConstraint("manifest_id", "report_name", name="uq_report_status_file"),
 )
 
+ocp_payload_upload = sa.Table(
+    "ocp_payload_upload",
+    metadata,
+    # One row per OpenShift payload announcement (CONTRACT section 7); our addition (schema version 3).
+    # The announcement's identity header is never stored; ``url`` may carry a signed query string and
+    # is only ever shown without it.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(255), nullable=False, unique=True),
+    sa.Column("org_id", sa.String(36), nullable=False),
+    sa.Column("account", sa.String(150), nullable=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("topic", sa.Text, nullable=False),
+    sa.Column("partition", sa.Integer, nullable=False),
+    sa.Column("offset", sa.BigInteger, nullable=False),
+    # ``pending`` until processed, then ``success`` or ``failure`` (with ``reason``).
+    sa.Column("state", sa.String(16), nullable=False, server_default="pending", index=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("manifest_uuid", sa.String(64), nullable=True),
+    sa.Column("cluster_id", sa.Text, nullable=True),
+    sa.Column("provider_uuid", sa.String(36), nullable=True),
+    # Months whose line items changed (``YYYY-MM-01``), to be summarised.
+    sa.Column("months", JsonColumn, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("processed_at", UTCDateTime, nullable=True),
+    # Orchestration state: the processing run and the summary runs were handed to Dagster, and the
+    # validation result was delivered to ``KOKU_VALIDATION_TOPIC``.
+    sa.Column("run_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("summaries_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("validation_sent", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
 schema_migration = sa.Table(
     "koku_schema_migration",
     metadata,

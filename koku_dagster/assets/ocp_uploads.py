@@ -1,0 +1,114 @@
+"""Job ``ocp_payload_ingest``: one announced OpenShift payload -> line items of the months it changes.
+
+One op, not an asset: what a payload materializes is the partitioned ``line_items`` asset, for
+partitions (provider x month) known only once the tarball's manifest was read, so the op reports
+``AssetMaterialization`` events for them. An unpartitioned "payload" asset would add a node whose
+latest materialization means nothing. The summaries then run as ``provider_month_ingest`` runs
+requested by ``ocp_upload_sensor``.
+"""
+
+import dagster as dg
+
+from koku_dagster.assets.ingest import line_items
+from koku_dagster.resources import ApplicationDatabase, KafkaResource, ObjectStoreResource
+from koku_dagster.resources.ingestion import IngestionResource
+from koku_dagster.uploads.processing import UnknownUploadError, process_upload
+from koku_dagster.uploads.validation import send_validations
+
+#: Payload runs take one slot of this pool (``dagster.yaml``: one at a time), so no two payloads
+#: rewrite the same month partition at once.
+PAYLOAD_POOL = "ocp_payloads"
+
+ocp_payload_uploads = dg.AssetSpec(
+    "ocp_payload_uploads",
+    description=(
+        "OpenShift payload announcements (table `ocp_payload_upload`), recorded by `ocp_upload_sensor` from "
+        "KOKU_UPLOAD_TOPIC (group hccm-group) and processed by `ocp_payload_ingest` runs."
+    ),
+    group_name="sources",
+    kinds={"kafka", "sql"},
+    metadata={"table": "ocp_payload_upload"},
+)
+
+
+class OcpPayloadConfig(dg.Config):
+    """Which recorded announcement to process."""
+
+    request_id: str
+
+
+@dg.op(
+    name="process_ocp_payload",
+    pool=PAYLOAD_POOL,
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
+    description=(
+        "Download the payload, match its cluster to an OpenShift provider, write the line items of the months "
+        "it covers, record its manifest, and answer `success` or `failure` on KOKU_VALIDATION_TOPIC."
+    ),
+)
+def process_ocp_payload(
+    context: dg.OpExecutionContext,
+    config: OcpPayloadConfig,
+    app_db: ApplicationDatabase,
+    object_store: ObjectStoreResource,
+    kafka: KafkaResource,
+    ingestion: IngestionResource,
+) -> None:
+    engine = app_db.engine()
+    try:
+        outcome = process_upload(
+            engine,
+            config.request_id,
+            store=object_store.store(),
+            allowed_roots=object_store.roots(),
+            work_dir=ingestion.work_dir(),
+        )
+    except UnknownUploadError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    upload = outcome.upload
+    meta = outcome.metadata()
+    if outcome.result is not None:
+        for month in outcome.result.months_changed:
+            partition = dg.MultiPartitionKey({"provider": upload.provider_uuid, "billing_month": month.isoformat()})
+            month_meta = outcome.month_metadata(month)
+            context.log_event(
+                dg.AssetMaterialization(
+                    line_items.key,
+                    partition=partition,
+                    description=f"OpenShift payload {upload.request_id}",
+                    metadata={**month_meta, "dagster/row_count": month_meta["rows"]},
+                )
+            )
+    if not upload.validation_sent:
+        delivered = send_validations(engine, kafka.bootstrap_servers, kafka.validation_topic, [upload])
+        if upload.request_id not in delivered:
+            context.log.warning("validation result not delivered; ocp_upload_sensor sends it again")
+    if not outcome.succeeded:
+        context.log.error(f"OpenShift payload {upload.request_id} failed: {upload.reason}")
+        raise dg.Failure(description=upload.reason or "failed", metadata=meta, allow_retries=False)
+    changed = ", ".join(m.isoformat()[:7] for m in upload.months) or "none (already loaded)"
+    context.log.info(f"OpenShift payload {upload.request_id} loaded for provider {upload.provider_uuid}: {changed}")
+    context.log_event(dg.AssetObservation(ocp_payload_uploads.key, metadata=meta))
+
+
+@dg.job(
+    name="ocp_payload_ingest",
+    executor_def=dg.in_process_executor,
+    description="Process one OpenShift payload announcement (config: request_id).",
+    tags={"koku/kind": "ocp-payload"},
+)
+def ocp_payload_ingest() -> None:
+    process_ocp_payload()
+
+
+def payload_run_request(request_id: str) -> dg.RunRequest:
+    """The run of :data:`ocp_payload_ingest` for one recorded upload."""
+    return dg.RunRequest(
+        run_key=f"ocp-payload:{request_id}",
+        job_name=ocp_payload_ingest.name,
+        run_config=dg.RunConfig(ops={process_ocp_payload.name: OcpPayloadConfig(request_id=request_id)}),
+        tags={"koku/request_id": request_id[:63]},
+    )
+
+
+__all__ = ["OcpPayloadConfig", "ocp_payload_ingest", "ocp_payload_uploads", "payload_run_request"]

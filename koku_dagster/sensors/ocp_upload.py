@@ -1,0 +1,152 @@
+"""``ocp_upload_sensor``: OpenShift payload announcements -> payload runs -> summary runs.
+
+Each tick: read a bounded batch of ``KOKU_UPLOAD_TOPIC`` (group ``hccm-group``), record it, commit
+the offsets; re-send validation results still owed; request an ``ocp_payload_ingest`` run per
+pending upload and, per successful upload, a summary-only ``provider_month_ingest`` run per changed
+month. No download happens here.
+
+Hand-over: the request ids of the runs a tick asks for are kept in the cursor, and marked in the
+table (``run_requested``, ``summaries_requested``) by the next tick, because Dagster stores a tick's
+cursor only together with its run requests. Until then they are asked for again, which their run
+keys make harmless.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import dagster as dg
+import sqlalchemy as sa
+from confluent_kafka import KafkaException
+
+from koku_dagster.assets.ingest import ingest_run_request, provider_month_ingest
+from koku_dagster.assets.ocp_uploads import ocp_payload_ingest, ocp_payload_uploads, payload_run_request
+from koku_dagster.assets.partitions import billing_month_partitions, providers_partitions
+from koku_dagster.db.schema import provider
+from koku_dagster.resources import ApplicationDatabase, KafkaResource
+from koku_dagster.uploads import records
+from koku_dagster.uploads.intake import IntakeReport, take_announcements
+from koku_dagster.uploads.records import Upload
+from koku_dagster.uploads.validation import send_validations
+
+#: Runs asked for per tick, of each kind.
+MAX_REQUESTS = 200
+#: A finished upload's result is re-sent by the sensor only after the run had this long to send it.
+VALIDATION_GRACE = timedelta(seconds=60)
+
+
+def _parse_cursor(cursor: str | None) -> dict[str, Any]:
+    try:
+        doc = json.loads(cursor) if cursor else {}
+    except ValueError:
+        doc = {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _summary_requests(
+    context: dg.SensorEvaluationContext, engine: sa.Engine, due: list[Upload]
+) -> tuple[list[dg.RunRequest], list[str]]:
+    """Summary runs for successful uploads, and the uploads they cover (to be marked next tick).
+
+    An upload whose provider has no ``providers`` partition yet waits; one whose provider is gone
+    is dropped; months outside the ``billing_month`` partitions are left out.
+    """
+    if not due:
+        return [], []
+    uuids = {u.provider_uuid for u in due if u.provider_uuid}
+    with engine.connect() as conn:
+        alive = set(conn.execute(sa.select(provider.c.uuid).where(provider.c.uuid.in_(uuids))).scalars())
+    partitioned = set(context.instance.get_dynamic_partitions(providers_partitions.name))
+    months = set(billing_month_partitions.get_partition_keys())
+    requests: list[dg.RunRequest] = []
+    handed: list[str] = []
+    for upload in due:
+        uuid = upload.provider_uuid
+        if uuid and uuid in alive and uuid not in partitioned:
+            continue  # the sources sensor adds the partition; ask next tick
+        handed.append(upload.request_id)
+        if not uuid or uuid not in alive:
+            context.log.info(f"upload {upload.request_id}: provider {uuid} is gone; no summary")
+            continue
+        for month in upload.months:
+            if month.isoformat() not in months:
+                context.log.warning(f"upload {upload.request_id}: {month:%Y-%m} is not a billing_month partition")
+                continue
+            key = f"ocp-summary:{upload.request_id}:{month.isoformat()}"
+            requests.append(ingest_run_request(uuid, month, run_key=key, summary_only=True))
+    return requests, handed
+
+
+def _metadata(intake: IntakeReport, totals: Counter[str], states: dict[str, int], resent: int) -> dict[str, Any]:
+    return {
+        "messages_read": intake.read,
+        "announcements_new": intake.new,
+        "announcements_replayed": intake.duplicates,
+        "messages_ignored": sum(intake.ignored.values()),
+        "messages_rejected": len(intake.rejected),
+        "ignored_services": dg.MetadataValue.json(dict(intake.ignored)),
+        "committed_offsets": dg.MetadataValue.json({str(p): o for p, o in intake.committed.items()}),
+        "totals": dg.MetadataValue.json(dict(totals)),
+        "uploads_by_state": dg.MetadataValue.json(states),
+        "validations_resent": resent,
+        "dagster/row_count": sum(states.values()),
+    }
+
+
+@dg.sensor(
+    name="ocp_upload_sensor",
+    minimum_interval_seconds=10,
+    jobs=[ocp_payload_ingest, provider_month_ingest],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Consumes OpenShift payload announcements (KOKU_UPLOAD_TOPIC, group hccm-group, header service=hccm), "
+        "runs `ocp_payload_ingest` for each, then the summary steps of the months a payload changed."
+    ),
+)
+def ocp_upload_sensor(
+    context: dg.SensorEvaluationContext, app_db: ApplicationDatabase, kafka: KafkaResource
+) -> dg.SensorResult:
+    engine = app_db.engine()
+    cursor = _parse_cursor(context.cursor)
+    records.mark(engine, cursor.get("runs", []), "run_requested")
+    records.mark(engine, cursor.get("summaries", []), "summaries_requested")
+
+    kafka_ok = True
+    try:
+        intake = take_announcements(engine, kafka.bootstrap_servers, kafka.upload_topic)
+    except KafkaException as exc:
+        context.log.warning(f"Kafka unavailable, announcements wait: {exc}")
+        intake, kafka_ok = IntakeReport(), False
+    for rejection in intake.rejected:
+        pos = rejection.position
+        context.log.warning(f"rejected {pos.topic}[{pos.partition}]@{pos.offset}: {rejection.reason}")
+
+    resent: set[str] = set()
+    if kafka_ok:
+        owed = records.validations_due(engine, VALIDATION_GRACE, MAX_REQUESTS)
+        resent = send_validations(engine, kafka.bootstrap_servers, kafka.validation_topic, owed)
+
+    runs = records.runs_due(engine, MAX_REQUESTS)
+    summaries, handed = _summary_requests(context, engine, records.summaries_due(engine, MAX_REQUESTS))
+    totals = Counter({k: int(v) for k, v in (cursor.get("totals") or {}).items()})
+    totals.update(
+        {"read": intake.read, "new": intake.new, "ignored": sum(intake.ignored.values()), "rejected": len(intake.rejected)}
+    )
+    next_cursor = json.dumps({"runs": runs, "summaries": handed, "totals": dict(totals)}, sort_keys=True)
+    run_requests = [payload_run_request(rid) for rid in runs] + summaries
+    if not intake.read and not run_requests and not resent:
+        return dg.SensorResult(skip_reason="no new announcements or runs to request", cursor=next_cursor)
+    context.log.info(
+        f"{intake.read} messages ({intake.new} new uploads, {intake.duplicates} replayed, "
+        f"{sum(intake.ignored.values())} ignored, {len(intake.rejected)} rejected); "
+        f"{len(runs)} payload runs and {len(summaries)} summary runs requested; {len(resent)} results re-sent"
+    )
+    events = []
+    if intake.read or resent:
+        meta = _metadata(intake, totals, records.state_counts(engine), len(resent))
+        events.append(dg.AssetMaterialization(ocp_payload_uploads.key, metadata=meta))
+    return dg.SensorResult(run_requests=run_requests, cursor=next_cursor, asset_events=events)
+
