@@ -158,7 +158,7 @@ def _duckdb_select(header: list[str]) -> str:
 def _duckdb(bucket: Path, out: Path) -> tuple[int, Path]:
     from koku_dagster.ingest import duck
     from koku_dagster.ingest.aws import DAILY_SQL, SUMMARY_TABLE
-    from koku_dagster.ingest.aws_convert import read_header
+    from koku_dagster.ingest.csv_parquet import read_header
 
     files = _month_files(bucket)
     header = read_header(lambda: files[0].open("rb"), files[0].name)
@@ -196,7 +196,7 @@ def _pandas(bucket: Path, out: Path) -> tuple[int, Path]:
         Role,
         map_header,
     )
-    from koku_dagster.ingest.aws_convert import read_header
+    from koku_dagster.ingest.csv_parquet import read_header
 
     def safe_float(text: str) -> float:
         try:

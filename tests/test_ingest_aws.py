@@ -445,9 +445,9 @@ def test_rows_outside_month_are_counted(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from koku_dagster.ingest.aws import _rows_outside
+    from koku_dagster.ingest.month_tables import rows_outside_month
 
     path = tmp_path / "s.parquet"
     pq.write_table(pa.table({"usage_start": [date(2026, 9, 30), date(2026, 10, 1), date(2026, 10, 31), date(2026, 11, 1)]}), path)
-    assert _rows_outside([path], "usage_start", date(2026, 10, 1)) == 2
-    assert _rows_outside([], "usage_start", date(2026, 10, 1)) == 0
+    assert rows_outside_month([path], "usage_start", date(2026, 10, 1)) == 2
+    assert rows_outside_month([], "usage_start", date(2026, 10, 1)) == 0

@@ -19,20 +19,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from koku_dagster.ingest import duck
-from koku_dagster.ingest.aws import LineItemsResult, TableResult, _build, _sums
 from koku_dagster.ingest.aws_columns import TIMESTAMP_TYPE
 from koku_dagster.ingest.aws_source import Manifest, ReportFiles
-from koku_dagster.ingest.azure import (
-    CsvTable,
-    convert_files,
-    distinct_map,
-    footer_stats,
-    matches,
-    month_bounds,
-    totals_metadata,
-)
+from koku_dagster.ingest.csv_exports import CsvTable, FileStats, convert_files, export_footer_stats
+from koku_dagster.ingest.month_tables import build_table, column_sums, rows_not_equal
+from koku_dagster.ingest.months import month_bounds
 from koku_dagster.ingest.paths import daily_dir, line_items_dir, parquet_files, summary_dir
+from koku_dagster.ingest.results import CostTotals, LineItemsResult, TableResult, match_to_cent
 
 PROVIDER_TYPE = "GCP"
 DAILY_SQL = "gcp_line_items_daily"
@@ -113,20 +106,17 @@ class GcpTable(CsvTable):
         raw: dict[str, pa.Array] = {}
         for c in AMOUNT_COLUMNS:
             raw[c], out[c] = self.amount(batch, c)
-        credit_text, bad = distinct_map(out[CREDITS], credits_total)
-        self.uncast += bad
+        credit_text = self.map_distinct(out[CREDITS], credits_total)
         raw[CREDIT_AMOUNT], out[CREDIT_AMOUNT] = credit_text, pc.cast(credit_text, pa.float64())
         for c in LABEL_COLUMNS:
-            values, bad = distinct_map(self.text(batch, c), labels_json)
-            self.uncast += bad
-            out[c] = pc.fill_null(values, "{}")
+            out[c] = pc.fill_null(self.map_distinct(self.text(batch, c), labels_json), "{}")
         start = out[USAGE_START]
         keep = pc.and_(pc.equal(out[INVOICE_MONTH], f"{self.month:%Y%m}"), pc.is_valid(start))
         return self.finish(out, start, keep, raw)
 
 
 @dataclass(frozen=True)
-class MonthTotals:
+class MonthTotals(CostTotals):
     """Row counts, cost and credit sums of every step of one GCP invoice month, for asset checks."""
 
     source_rows: int
@@ -149,18 +139,17 @@ class MonthTotals:
     @property
     def costs_match(self) -> bool:
         """Daily and summary cost and credits equal the raw export's to the cent."""
-        return all(
-            matches(got, want)
-            for got, want in (
-                (self.daily_cost, self.raw_cost),
-                (self.summary_cost, self.raw_cost),
-                (self.daily_credits, self.raw_credits),
-                (self.summary_credits, self.raw_credits),
-            )
+        return match_to_cent(
+            (self.daily_cost, self.raw_cost),
+            (self.summary_cost, self.raw_cost),
+            (self.daily_credits, self.raw_credits),
+            (self.summary_credits, self.raw_credits),
         )
 
-    def metadata(self) -> dict[str, Any]:
-        return totals_metadata(self)
+    @property
+    def summary_rows_outside_month(self) -> int:
+        """Summary rows outside this invoice month (the GCP counterpart of the other types' field)."""
+        return self.summary_rows_other_invoice_month
 
 
 def convert_manifest(
@@ -176,7 +165,7 @@ def build_daily(*, schema: str, provider_uuid: str, month: date, out_root: Path,
     inputs = parquet_files(line_items_dir(out_root, schema, PROVIDER_TYPE, provider_uuid, month))
     params = {"line_item_files": [str(p) for p in inputs]} | month_bounds(month)
     partition = daily_dir(out_root, schema, PROVIDER_TYPE, provider_uuid, month)
-    return _build(DAILY_SQL, params, inputs, partition, month, work_dir)
+    return build_table(DAILY_SQL, params, inputs, partition, month, work_dir)
 
 
 def build_summary(*, schema: str, provider_uuid: str, month: date, out_root: Path, work_dir: Path) -> TableResult:
@@ -184,16 +173,7 @@ def build_summary(*, schema: str, provider_uuid: str, month: date, out_root: Pat
     inputs = parquet_files(daily_dir(out_root, schema, PROVIDER_TYPE, provider_uuid, month))
     params = {"daily_files": [str(p) for p in inputs], "source_uuid": provider_uuid} | month_bounds(month)
     partition = summary_dir(out_root, SUMMARY_TABLE, provider_uuid, month)
-    return _build(SUMMARY_TABLE, params, inputs, partition, month, work_dir)
-
-
-def _other_invoice_month(files: list[Path], month: date) -> int:
-    if not files:
-        return 0
-    with duck.connect() as con:
-        query = "SELECT count(*) FROM read_parquet($files) WHERE invoice_month IS DISTINCT FROM $month"
-        row = con.execute(query, {"files": [str(f) for f in files], "month": f"{month:%Y%m}"}).fetchone()
-    return int(row[0]) if row else 0
+    return build_table(SUMMARY_TABLE, params, inputs, partition, month, work_dir)
 
 
 def month_totals(*, schema: str, provider_uuid: str, month: date, out_root: Path) -> MonthTotals:
@@ -201,18 +181,19 @@ def month_totals(*, schema: str, provider_uuid: str, month: date, out_root: Path
 
     Raw cost and credits are the exact sums of the export's text taken while converting (footers).
     """
-    rows, stats = footer_stats(parquet_files(line_items_dir(out_root, schema, PROVIDER_TYPE, provider_uuid, month)))
+    items = parquet_files(line_items_dir(out_root, schema, PROVIDER_TYPE, provider_uuid, month))
+    rows, stats = export_footer_stats(items)
     daily_files = parquet_files(daily_dir(out_root, schema, PROVIDER_TYPE, provider_uuid, month))
-    daily_rows, (daily_cost, daily_credits) = _sums(daily_files, [COST, CREDIT_AMOUNT])
+    daily_rows, (daily_cost, daily_credits) = column_sums(daily_files, [COST, CREDIT_AMOUNT])
     summary_files = parquet_files(summary_dir(out_root, SUMMARY_TABLE, provider_uuid, month))
-    summary_rows, (summary_cost, summary_credits) = _sums(summary_files, ["unblended_cost", CREDIT_AMOUNT])
+    summary_rows, (summary_cost, summary_credits) = column_sums(summary_files, ["unblended_cost", CREDIT_AMOUNT])
     return MonthTotals(
         source_rows=stats.source_rows,
         line_item_rows=rows,
         daily_rows=daily_rows,
         summary_rows=summary_rows,
         rows_other_invoice_month=stats.rows_outside_month,
-        summary_rows_other_invoice_month=_other_invoice_month(summary_files, month),
+        summary_rows_other_invoice_month=rows_not_equal(summary_files, INVOICE_MONTH, f"{month:%Y%m}"),
         rows_without_usage_start=stats.rows_without_usage_start,
         uncast_cells=stats.uncast_cells,
         raw_cost=stats.raw(COST),

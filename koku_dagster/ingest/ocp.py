@@ -22,7 +22,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -33,12 +33,21 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from koku_dagster.ingest import duck
-from koku_dagster.ingest.aws import TableResult, _sums
 from koku_dagster.ingest.aws_columns import TIMESTAMP_TYPE
-from koku_dagster.ingest.aws_convert import _NUMBER, _batches, _exact_sum, read_header
+from koku_dagster.ingest.csv_parquet import (
+    NUMBER,
+    blank_to_null,
+    column_position,
+    distinct_map,
+    exact_sum,
+    read_header,
+    record_batches,
+)
 from koku_dagster.ingest.errors import ReportFormatError
+from koku_dagster.ingest.month_tables import column_sums, rows_outside_month
 from koku_dagster.ingest.ocp_payload import PayloadManifest
 from koku_dagster.ingest.paths import ocp_daily_dir, ocp_line_items_dir, parquet_files, replacing, summary_dir
+from koku_dagster.ingest.results import TableResult, totals_metadata
 
 PROVIDER_TYPE = "OCP"
 DAILY_SQL = "ocp_line_items_daily"
@@ -248,18 +257,12 @@ def _label_json(text: str | None) -> str:
 
 def _labels(text: pa.Array) -> pa.Array:
     """Label strings as JSON text, each distinct value converted once."""
-    encoded = pc.dictionary_encode(text)
-    docs = pa.array([_label_json(v) for v in encoded.dictionary.to_pylist()], pa.string())
-    return pc.fill_null(pc.take(docs, encoded.indices), "{}")
-
-
-def _present(text: pa.Array) -> pa.Array:
-    return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    return pc.fill_null(distinct_map(text, _label_json)[0], "{}")
 
 
 def _timestamps(text: pa.Array) -> tuple[pa.Array, pa.Array]:
     """``2024-01-01 00:00:00 +0000 UTC`` text as UTC timestamps, and a mask of unparseable cells."""
-    present = _present(text)
+    present = blank_to_null(text)
     values = pc.strptime(
         pc.replace_substring_regex(present, r" UTC$", ""), "%Y-%m-%d %H:%M:%S %z", "us", error_is_null=True
     ).cast(TIMESTAMP_TYPE)
@@ -268,8 +271,8 @@ def _timestamps(text: pa.Array) -> tuple[pa.Array, pa.Array]:
 
 def _numbers(text: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
     """(numeric text, float64, mask of non-numeric cells); empty and non-numeric cells become null."""
-    present = _present(text)
-    numeric = pc.if_else(pc.match_substring_regex(present, _NUMBER), present, pa.scalar(None, pa.string()))
+    present = blank_to_null(text)
+    numeric = pc.if_else(pc.match_substring_regex(present, NUMBER), present, pa.scalar(None, pa.string()))
     return numeric, pc.cast(numeric, pa.float64()), pc.and_(pc.is_valid(present), pc.is_null(numeric))
 
 
@@ -285,9 +288,9 @@ class _TypeConverter:
 
     def add_file(self, path: Path) -> None:
         header = [h.strip().lower() for h in read_header(lambda: path.open("rb"), path.name)]
-        position = {name: f"c{i}" for i, name in reversed(list(enumerate(header)))}
+        position = {name: column_position(i) for i, name in reversed(list(enumerate(header)))}
         needed = [position[n] for n in self.type.schema.names if n in position]
-        for batch in _batches(lambda: path.open("rb"), path.name, len(header), needed):
+        for batch in record_batches(lambda: path.open("rb"), path.name, len(header), needed):
             self._add_batch(batch, position)
 
     def _add_batch(self, batch: pa.RecordBatch, position: dict[str, str]) -> None:
@@ -330,7 +333,7 @@ class _TypeConverter:
             target.hours.update(h for h in hours if h is not None)
             for name in self.type.summed:
                 if name in numeric_text:
-                    total = _exact_sum(pc.filter(numeric_text[name], mask))
+                    total = exact_sum(pc.filter(numeric_text[name], mask))
                     target.sums[name] = target.sums.get(name, Decimal(0)) + total
 
     def _writer(self, day: date) -> _DayWriter:
@@ -539,6 +542,8 @@ class MonthTotals:
     line_item_rows: int
     pod_daily_rows: int
     summary_rows: int
+    #: Summary rows whose ``usage_start`` is not in the month (must be 0).
+    summary_rows_outside_month: int
     uncast_cells: int
     days_loaded: int
     raw_pod_usage_cpu_core_seconds: Decimal
@@ -558,9 +563,7 @@ class MonthTotals:
         return all(abs(s - r / k) < HOUR_TOLERANCE for s, r, k in zip(summary, raw, _TO_HOURS, strict=True))
 
     def metadata(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        plain = {k: str(v) if isinstance(v, Decimal) else v for k, v in values.items()}
-        return plain | {"usage_matches": self.usage_matches}
+        return totals_metadata(self, usage_matches=self.usage_matches)
 
 
 def month_totals(*, schema: str, provider_uuid: str, month: date, out_root: Path) -> MonthTotals:
@@ -573,14 +576,14 @@ def month_totals(*, schema: str, provider_uuid: str, month: date, out_root: Path
     pod = [f for f in footers if f["report_type"] == POD_USAGE.name]
     raw = [sum((Decimal(f["sums"].get(c, 0)) for f in pod), start=Decimal(0)) for c in _RAW_POD]
     pod_daily = parquet_files(ocp_daily_dir(out_root, schema, POD_USAGE.name, provider_uuid, month))
-    pod_daily_rows, _ = _sums(pod_daily, [_RAW_POD[0]])
-    summary_rows, summary = _sums(
-        parquet_files(summary_dir(out_root, SUMMARY_TABLE, provider_uuid, month)), list(_SUMMARY_POD)
-    )
+    pod_daily_rows, _ = column_sums(pod_daily, [_RAW_POD[0]])
+    summary_files = parquet_files(summary_dir(out_root, SUMMARY_TABLE, provider_uuid, month))
+    summary_rows, summary = column_sums(summary_files, list(_SUMMARY_POD))
     return MonthTotals(
         line_item_rows=sum(f["rows"] for f in footers),
         pod_daily_rows=pod_daily_rows,
         summary_rows=summary_rows,
+        summary_rows_outside_month=rows_outside_month(summary_files, "usage_start", month),
         uncast_cells=sum(f["uncast_cells"] for f in footers),
         days_loaded=len({f["day"] for f in pod}),
         **{f"raw_{c}": v for c, v in zip(_RAW_POD, raw, strict=True)},

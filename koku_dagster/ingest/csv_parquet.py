@@ -1,0 +1,291 @@
+"""Streaming CSV(.gz) -> Parquet conversion shared by every provider type.
+
+CSV columns are read by position (``c0``, ``c1``, ...) as text in record batches, typed with lenient,
+counted casts, and written to zstd Parquet whose footer keeps the conversion figures
+(:data:`STATS_METADATA_KEY`), so memory stays bounded by a few batches whatever the file size.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import BinaryIO, Protocol, TypeVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from koku_dagster.ingest.aws_columns import TIMESTAMP_TYPE
+from koku_dagster.ingest.aws_source import Manifest, ReportFile, ReportFiles
+from koku_dagster.ingest.errors import CorruptReportError, ReportFormatError
+from koku_dagster.ingest.months import month_range
+from koku_dagster.ingest.paths import replacing
+from koku_dagster.ingest.results import ConvertedFile, FileFigures, LineItemsResult, S
+
+STATS_METADATA_KEY = b"koku_dagster.conversion"
+BLOCK_SIZE = 1 << 20
+BATCH_ROWS = 32_768
+NUMBER = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d{1,2})?$"  # finite as DOUBLE
+_EXACT = pa.decimal256(76, 38)
+_MAX_HEADER_BYTES = 1 << 20
+
+OpenFile = Callable[[], BinaryIO]
+S_co = TypeVar("S_co", bound=FileFigures, covariant=True)
+
+
+def column_position(index: int) -> str:
+    """The name under which :func:`record_batches` reads the CSV column at ``index``."""
+    return f"c{index}"
+
+
+def _input_stream(raw: BinaryIO, name: str) -> pa.NativeFile:
+    stream = pa.PythonFile(raw, mode="r")
+    if name.endswith(".csv.gz"):
+        return pa.CompressedInputStream(stream, "gzip")
+    if name.endswith(".csv"):
+        return stream
+    raise ReportFormatError(f"{name}: not a .csv or .csv.gz report file")
+
+
+def read_header(open_file: OpenFile, name: str) -> list[str]:
+    """The column names of a CSV(.gz) file (first line; a UTF-8 BOM is ignored)."""
+    with open_file() as raw:
+        stream = _input_stream(raw, name)
+        head = b""
+        try:
+            while b"\n" not in head and len(head) < _MAX_HEADER_BYTES:
+                chunk = stream.read(64 * 1024)
+                if not chunk:
+                    break
+                head += chunk
+        except OSError as exc:
+            raise CorruptReportError(f"{name}: cannot decompress ({exc})") from None
+    line = head.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace")
+    return next(csv.reader(io.StringIO(line)), [])
+
+
+def record_batches(open_file: OpenFile, name: str, width: int, needed: list[str]) -> Iterator[pa.RecordBatch]:
+    """The needed columns (by position) as text, in record batches of about ``BATCH_ROWS`` rows."""
+    rows = 0
+    names = [column_position(i) for i in range(width)]
+    read_options = pacsv.ReadOptions(block_size=BLOCK_SIZE, column_names=names, skip_rows=1)
+    convert_options = pacsv.ConvertOptions(
+        column_types={c: pa.string() for c in needed},
+        include_columns=needed,
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+    with open_file() as raw:
+        pending: list[pa.RecordBatch] = []
+        try:  # the reader parses its first block on opening
+            for batch in pacsv.open_csv(_input_stream(raw, name), read_options, convert_options=convert_options):
+                pending.append(batch)
+                rows += batch.num_rows
+                if sum(b.num_rows for b in pending) >= BATCH_ROWS:
+                    yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+                    pending = []
+        except (OSError, pa.ArrowInvalid) as exc:  # truncated compression, rows of the wrong width
+            raise CorruptReportError(f"{name}: unreadable after {rows} rows ({exc})") from None
+        if pending:
+            yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+
+
+# ---------------------------------------------------------------- typing text columns
+
+
+def blank_to_null(text: pa.Array) -> pa.Array:
+    """Empty strings as null."""
+    return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+
+
+def exact_sum(text: pa.Array) -> Decimal:
+    """Exact sum of numeric text (DECIMAL(76, 38); Python decimals for values beyond that range)."""
+    try:
+        total = pc.sum(pc.cast(text, _EXACT)).as_py()
+    except pa.ArrowInvalid:
+        return sum((Decimal(v) for v in text.to_pylist() if v is not None), start=Decimal(0))
+    return Decimal(0) if total is None else Decimal(total)
+
+
+def lenient_amounts(text: pa.Array) -> tuple[pa.Array, pa.Array, int]:
+    """(numeric text, float64, non-numeric cells) of a column; empty and non-numeric cells give null."""
+    present = blank_to_null(text)
+    try:
+        values = pc.cast(present, pa.float64())
+        if pc.all(pc.is_finite(values)).as_py() is not False:  # Arrow also parses "inf" and "nan"
+            return present, values, 0
+    except pa.ArrowInvalid:
+        pass
+    numeric = pc.if_else(pc.match_substring_regex(present, NUMBER), present, pa.scalar(None, pa.string()))
+    return numeric, pc.cast(numeric, pa.float64()), numeric.null_count - present.null_count
+
+
+def parse_time(text: str | None, formats: tuple[str, ...] = ()) -> datetime | None:
+    """ISO 8601 (else one of the ``strptime`` ``formats``) as UTC; naive values are taken as UTC."""
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        for fmt in formats:
+            try:
+                value = datetime.strptime(text, fmt)
+                break
+            except ValueError:
+                continue
+        else:
+            return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def distinct_map(text: pa.Array, fn: Callable[[str], str | None]) -> tuple[pa.Array, int]:
+    """``fn`` applied once per distinct value of a text column; (results, rows where it gave None)."""
+    encoded = pc.dictionary_encode(text)
+    mapped = [fn(v) for v in encoded.dictionary.to_pylist()]
+    values = pc.take(pa.array(mapped, pa.string()), encoded.indices)
+    return values, values.null_count - text.null_count
+
+
+def lenient_timestamps(text: pa.Array, formats: tuple[str, ...] = ()) -> tuple[pa.Array, int]:
+    """(UTC timestamps, unparseable non-empty cells) of date/time text, parsed by :func:`parse_time`."""
+    present = blank_to_null(text)
+    try:
+        return pc.cast(present, TIMESTAMP_TYPE), 0
+    except pa.ArrowInvalid:
+        pass
+    encoded = pc.dictionary_encode(present)
+    parsed = pa.array([parse_time(v, formats) for v in encoded.dictionary.to_pylist()], TIMESTAMP_TYPE)
+    values = pc.take(parsed, encoded.indices)
+    return values, values.null_count - present.null_count
+
+
+def in_month(timestamps: pa.Array, month: date) -> pa.Array:
+    """Whether each timestamp lies in the billing month (null -> False)."""
+    start, end = month_range(month)
+    inside = pc.and_(
+        pc.greater_equal(timestamps, pa.scalar(start, TIMESTAMP_TYPE)),
+        pc.less(timestamps, pa.scalar(end, TIMESTAMP_TYPE)),
+    )
+    return pc.fill_null(inside, False)
+
+
+class ConversionCounts:
+    """The counters of one file's conversion and exact sums of the kept rows' raw amount text.
+
+    Counts rows kept, outside the month (dropped) and without a start, and cells the ``cast_*`` and
+    :meth:`map_distinct` helpers could not convert.
+    """
+
+    def __init__(self, raw_sums: Iterable[str]) -> None:
+        self.rows = self.outside = self.no_start = self.uncast = 0
+        self.raw = {c: Decimal(0) for c in raw_sums}
+
+    def cast_amounts(self, text: pa.Array) -> tuple[pa.Array, pa.Array]:
+        """(numeric text, float64) by :func:`lenient_amounts`."""
+        numeric, values, bad = lenient_amounts(text)
+        self.uncast += bad
+        return numeric, values
+
+    def cast_timestamps(self, text: pa.Array, formats: tuple[str, ...] = ()) -> pa.Array:
+        """UTC timestamps by :func:`lenient_timestamps`."""
+        values, bad = lenient_timestamps(text, formats)
+        self.uncast += bad
+        return values
+
+    def map_distinct(self, text: pa.Array, fn: Callable[[str], str | None]) -> pa.Array:
+        """``fn`` by :func:`distinct_map`; rows where it gave None become null."""
+        values, bad = distinct_map(text, fn)
+        self.uncast += bad
+        return values
+
+    def keep_rows(
+        self, out: dict[str, pa.Array], schema: pa.Schema, start: pa.Array, keep: pa.Array, raw: dict[str, pa.Array]
+    ) -> pa.Table:
+        """The ``keep`` rows of ``out`` as a table; counts kept, dropped and start-less rows, sums ``raw`` text."""
+        kept = pc.sum(keep).as_py() or 0
+        self.rows += kept
+        self.no_start += start.null_count
+        self.outside += len(start) - kept - start.null_count
+        for name in self.raw.keys() & raw.keys():
+            self.raw[name] += exact_sum(pc.filter(raw[name], keep))
+        return pa.Table.from_pydict(out, schema=schema).filter(keep)
+
+
+# ---------------------------------------------------------------- files and manifests
+
+
+class BatchConverter(Protocol[S_co]):
+    """Turns the record batches of one CSV file into tables of one schema, counting what it read."""
+
+    def needed(self) -> list[str]: ...
+
+    def convert(self, batch: pa.RecordBatch) -> pa.Table: ...
+
+    def stats(self, source_rows: int) -> S_co: ...
+
+
+def write_converted(
+    open_file: OpenFile, name: str, width: int, converter: BatchConverter[S], schema: pa.Schema, out_path: Path
+) -> S:
+    """Convert a CSV of ``width`` columns to ``out_path`` with its figures in the footer; no file is left on error."""
+    source_rows = 0
+    try:
+        with pq.ParquetWriter(out_path, schema, compression="zstd") as writer:
+            for batch in record_batches(open_file, name, width, converter.needed()):
+                source_rows += batch.num_rows
+                writer.write_table(converter.convert(batch))
+            stats = converter.stats(source_rows)
+            writer.add_key_value_metadata({STATS_METADATA_KEY: json.dumps(stats.as_dict())})
+    except BaseException:
+        out_path.unlink(missing_ok=True)
+        raise
+    return stats
+
+
+def report_stem(name: str) -> str:
+    """A report file name without ``.csv``/``.csv.gz``."""
+    return name.removesuffix(".gz").removesuffix(".csv")
+
+
+def convert_manifest_files(
+    source: ReportFiles,
+    manifest: Manifest,
+    partition: Path,
+    convert: Callable[[OpenFile, str, date, Path], S],
+    total: Callable[[Iterable[S]], S],
+    *,
+    stem: Callable[[str], str] = report_stem,
+    max_workers: int = 2,
+) -> LineItemsResult[S]:
+    """Convert every file of ``manifest`` with ``convert`` into ``partition``, replaced whole.
+
+    Files are converted concurrently (threads: Arrow releases the GIL while parsing and writing). Any
+    file's error (:class:`~koku_dagster.ingest.errors.IngestError`) aborts the step and leaves the
+    previous partition untouched.
+    """
+    month = manifest.billing_period_start
+    with replacing(partition) as staging, ThreadPoolExecutor(max_workers=max_workers) as pool:
+
+        def convert_one(file: ReportFile) -> ConvertedFile[S]:
+            target = staging / f"{stem(file.name)}.parquet"
+            stats = convert(lambda: source.open_file(file.key), file.name, month, target)
+            return ConvertedFile(file.key, partition / target.name, target.stat().st_size, stats)
+
+        converted = tuple(pool.map(convert_one, manifest.files))
+    pa.default_memory_pool().release_unused()  # hand Arrow's cached buffers back before the next step
+    return LineItemsResult(manifest.assembly_id, partition, converted, total(f.stats for f in converted))
+
+
+def footer_stats(
+    files: list[Path], parse: Callable[[bytes], S], total: Callable[[Iterable[S]], S]
+) -> tuple[int, S]:
+    """(rows written, summed conversion figures) from the footers of converted line-item files."""
+    footers = [pq.read_metadata(p) for p in files]
+    return sum(f.num_rows for f in footers), total(parse(f.metadata[STATS_METADATA_KEY]) for f in footers)
