@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from koku_dagster.db.schema import provider, sources
+from koku_dagster.db.types import utcnow
 from koku_dagster.devtools.platform_sources.admin import identity_header
 from koku_dagster.sources.status import DUPLICATE_ACCOUNT_MESSAGE
 from koku_dagster.streaming import BatchConsumer
@@ -475,21 +476,84 @@ def test_batch_asks_platform_sources_in_bulk(harness: Harness) -> None:
 
 
 def test_a_failing_creation_does_not_hold_back_its_chunk(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    from koku_dagster.sources.providers import ProviderOperations
+    from koku_dagster.sources import providers
 
     created = [_aws(harness, f"Chunk {i}", role_arn=f"{ARN}{i}") for i in range(4)]
     bad_id = int(created[1]["source"]["id"])
-    real = ProviderOperations._create_or_update
+    real = providers.validate_provider_settings
 
-    def broken(self, conn, op, record, now):
-        if record.source_id == bad_id:
+    def broken(provider_type, credentials, data_source, local_roots):
+        if credentials.get("role_arn") == f"{ARN}1":  # an unexpected failure for one source only
             raise RuntimeError("disk full")
-        return real(self, conn, op, record, now)
+        return real(provider_type, credentials, data_source, local_roots)
 
-    monkeypatch.setattr(ProviderOperations, "_create_or_update", broken)
+    monkeypatch.setattr(providers, "validate_provider_settings", broken)
     report = harness.run()[0]
     outcomes = {r.source_id: r.outcome for r in report.operations}
     assert outcomes[bad_id] == "retry" and sum(o == "done" for o in outcomes.values()) == 3
     assert len(_providers(harness)) == 3
     row = _source(harness, bad_id)
     assert row["op_attempts"] == 1 and "disk full" in row["op_last_error"] and row["koku_uuid"] is None
+
+
+def test_a_chunk_keeps_the_rules_in_source_order(harness: Harness) -> None:
+    """Creations checked together, updates and existing provider rows one by one, in source order."""
+    from koku_dagster.db.schema import customer, provider_authentication, provider_billing_source
+    from koku_dagster.sources.providers import _insert_json
+
+    def bucket(name: str) -> str:
+        path = harness.buckets / name
+        path.mkdir(exist_ok=True)
+        return str(path)
+
+    # s1 has no credentials yet (nothing to do); s2 gets its provider first.
+    s1 = harness.admin.create_source("S1", "amazon-local")
+    s1_app = harness.admin.add_cost_application(s1["id"], {"bucket": bucket("x")})
+    s2 = _aws(harness, "S2", role_arn=ARN + "2")
+    harness.settle()
+    assert [p["name"] for p in _providers(harness)] == ["S2"]
+    # A provider row left with s6's uid (say, by a crash): s6's creation takes it over.
+    uid6 = "0b6c0f8e-2222-4e5e-9d9e-000000000006"
+    with harness.engine.begin() as conn:
+        customer_id = conn.execute(sa.select(customer.c.id)).scalar_one()
+        conn.execute(sa.insert(provider).values(
+            uuid=uid6, name="left over", type="AWS-local", customer_id=customer_id, active=True, paused=False,
+            authentication_id=_insert_json(conn, provider_authentication, "credentials", {"role_arn": ARN + "old"}),
+            billing_source_id=_insert_json(conn, provider_billing_source, "data_source", {"bucket": "/old"}),
+            created_timestamp=utcnow(),
+        ))
+    # One pass: s1 create (account X), s2 update, s3 create (Y), s4 create (Y again: duplicate of s3),
+    # s5 create (X again: duplicate of s1, created earlier in the same chunk), s6 create over the
+    # existing row, s7 create.
+    auth = harness.admin.add_authentication(s1_app["id"], "arn", ARN + "x")
+    harness.admin.link_authentication(s1_app["id"], auth["id"])
+    harness.admin.update_source(s2["source"]["id"], name="S2 renamed")
+    s3 = harness.admin.create_cost_source("aws-local", "S3", bucket=bucket("y"), role_arn=ARN + "y")
+    s4 = harness.admin.create_cost_source("aws-local", "S4", bucket=bucket("y"), role_arn=ARN + "y")
+    s5 = harness.admin.create_cost_source("aws-local", "S5", bucket=bucket("x"), role_arn=ARN + "x")
+    s6 = harness.admin.create_cost_source("aws-local", "S6", bucket=bucket("z"), role_arn=ARN + "z", uid=uid6)
+    s7 = harness.admin.create_cost_source("aws-local", "S7", bucket=bucket("w"), role_arn=ARN + "w")
+    report = harness.run()[0]
+
+    ids = [int(s1["id"])] + [int(s["source"]["id"]) for s in (s2, s3, s4, s5, s6, s7)]
+    outcomes = [(r.source_id, r.operation, r.outcome) for r in report.operations]
+    assert outcomes == [
+        (ids[0], "create", "done"), (ids[1], "update", "done"), (ids[2], "create", "done"),
+        (ids[3], "create", "invalid"), (ids[4], "create", "invalid"), (ids[5], "create", "done"),
+        (ids[6], "create", "done"),
+    ]
+    by_name = {p["name"]: p for p in _providers(harness)}
+    assert sorted(by_name) == ["S1", "S2 renamed", "S3", "S6", "S7"]
+    assert by_name["S6"]["uuid"] == uid6 and by_name["S6"]["customer_id"] == customer_id
+    for i in (3, 4):
+        row = _source(harness, ids[i])
+        assert row["koku_uuid"] is None and row["status"]["availability_status_error"] == DUPLICATE_ACCOUNT_MESSAGE
+    assert _source(harness, ids[5])["koku_uuid"] == uid6
+    # The left-over row's credentials and billing were replaced, and the unused ones deleted.
+    assert {r["credentials"]["role_arn"] for r in harness.table("api_providerauthentication", "id")} == {
+        ARN + s for s in ("2", "x", "y", "z", "w")
+    }
+    assert "/old" not in {r["data_source"]["bucket"] for r in harness.table("api_providerbillingsource", "id")}
+    assert len(harness.table("api_customer", "id")) == 1
+    harness.settle()
+    assert {(p["name"], p["uuid"]) for p in _providers(harness)} == {(n, p["uuid"]) for n, p in by_name.items()}

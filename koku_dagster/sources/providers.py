@@ -2,7 +2,8 @@
 
 Which operation a source needs is read from its flags (Koku's screens), and retry state
 (``op_attempts``, ``op_next_attempt_at``, ``op_failed``) lives in the same row, so a crash
-loses nothing and the next pass resumes. Each operation runs in its own transaction.
+loses nothing and the next pass resumes. Creations and updates commit in chunks (one transaction
+each, one operation per transaction when a chunk fails); deletions run one by one.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from koku_dagster.sources.model import SourceRecord
 from koku_dagster.sources.source_settings import settings_complete
 from koku_dagster.db.manifests import delete_manifest_rows
 from koku_dagster.db.types import utcnow
-from koku_dagster.sources.store import load_record, record_from_row, save_record
+from koku_dagster.sources.store import load_record, load_records, record_from_row, save_record, save_records
 from koku_dagster.sources.validation import validate_provider_settings
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,16 @@ def _find_json(conn: sa.Connection, table: sa.Table, value: dict[str, Any]) -> i
     """The row holding exactly ``value`` (by its fingerprint), if any."""
     found = conn.execute(sa.select(table.c.id).where(table.c.fingerprint == fingerprint(value))).scalar()
     return int(found) if found is not None else None
+
+
+def _ids_by_fingerprint(conn: sa.Connection, table: sa.Table, fingerprints: set[str]) -> dict[str, int]:
+    """Row ids by fingerprint, for those of ``fingerprints`` that exist."""
+    found: dict[str, int] = {}
+    wanted = sorted(fingerprints)
+    for start in range(0, len(wanted), 500):
+        query = sa.select(table.c.fingerprint, table.c.id).where(table.c.fingerprint.in_(wanted[start : start + 500]))
+        found.update((fp, int(id_)) for fp, id_ in conn.execute(query))
+    return found
 
 
 def _insert_json(conn: sa.Connection, table: sa.Table, column: str, value: dict[str, Any]) -> int:
@@ -202,7 +213,7 @@ class ProviderOperations:
             chunk = writes[start : start + CHUNK]
             try:
                 with self.engine.begin() as conn:
-                    done = [self._apply(conn, op, record, utcnow()) for op, record in chunk]
+                    done = self._apply_chunk(conn, chunk, utcnow())
                 results += done
             except Exception as exc:  # noqa: BLE001 - isolate the failing operation
                 log.warning("a chunk of %s provider operations failed (%s); running them one by one", len(chunk), exc)
@@ -242,6 +253,150 @@ class ProviderOperations:
                 )
             log.error("provider %s for source %s failed (attempt %s): %s", op, record.source_id, attempts, error)
             return OperationResult(record.source_id, op, "failed" if failed else "retry", error=error)
+
+    def _apply_chunk(
+        self, conn: sa.Connection, chunk: list[tuple[Operation, SourceRecord]], now: datetime
+    ) -> list[OperationResult]:
+        """Apply a chunk in order within ``conn``: runs of creations together (:meth:`_create_many`),
+        updates (and creations whose provider row exists already) one by one."""
+        results: list[OperationResult] = []
+        i = 0
+        while i < len(chunk):
+            end = i
+            while end < len(chunk) and chunk[end][0] == "create":
+                end += 1
+            if end > i:
+                i += len(done := self._create_many(conn, [record for _, record in chunk[i:end]], now))
+                results += done
+            if i < len(chunk) and (i < end or chunk[i][0] != "create"):
+                op, record = chunk[i]
+                results.append(self._apply(conn, op, record, now))
+                i += 1
+        return results
+
+    def _create_many(self, conn: sa.Connection, records: list[SourceRecord], now: datetime) -> list[OperationResult]:
+        """Create the providers of ``records`` in order, with the rules of :meth:`_create_or_update`,
+        reading what the checks need in a few queries and writing one statement per table.
+
+        Every check runs before the first write; a refusal is recorded and the others go on. It
+        stops before the first record whose provider row exists already (a replay, or a uid seen
+        twice): that one takes the one-by-one path. Returns the results of the records it handled,
+        a prefix of ``records``.
+        """
+        current = load_records(conn, [r.source_id for r in records])
+        orgs = sorted({r.org_id for r in records if r.org_id is not None})
+        customers: dict[str, int] = dict(
+            conn.execute(sa.select(customer.c.org_id, customer.c.id).where(customer.c.org_id.in_(orgs))).all()
+        )
+        auth_ids = _ids_by_fingerprint(conn, provider_authentication, {fingerprint(r.credentials) for r in records})
+        billing_ids = _ids_by_fingerprint(conn, provider_billing_source, {fingerprint(r.data_source) for r in records})
+        uuids = sorted({provider_uuid_for(c) for c in current.values()})
+        existing = set(conn.execute(sa.select(provider.c.uuid).where(provider.c.uuid.in_(uuids))).scalars())
+        # Providers by account (customer, authentication, billing source), for the duplicate rule.
+        # Keys are row ids, or ("new", org / fingerprint) for rows this call is about to insert.
+        accounts: dict[tuple[Any, Any, Any], set[str]] = {}
+        if auth_ids:
+            taken = sa.select(
+                provider.c.uuid, provider.c.customer_id, provider.c.authentication_id, provider.c.billing_source_id
+            ).where(provider.c.authentication_id.in_(sorted(auth_ids.values())))
+            for uuid_, customer_id, auth_id, billing_id in conn.execute(taken):
+                accounts.setdefault((customer_id, auth_id, billing_id), set()).add(uuid_)
+
+        results: list[OperationResult] = []
+        new_customers: dict[str, dict[str, Any]] = {}
+        new_auth: dict[str, dict[str, Any]] = {}
+        new_billing: dict[str, dict[str, Any]] = {}
+        planned: list[tuple[SourceRecord, str, str, str, str]] = []
+        for record in records:
+            credentials, data_source = record.credentials, record.data_source
+            try:
+                validate_provider_settings(record.source_type, credentials, data_source, self.local_roots)
+            except ProviderValidationError as exc:
+                results.append(self._refused(conn, "create", record, now, exc))
+                continue
+            assert record.org_id is not None
+            found = current.get(record.source_id)
+            if found is None or needed_operation(found) != "create":  # changed meanwhile
+                uuid_ = found.koku_uuid if found is not None and found.koku_uuid else ""
+                results.append(OperationResult(record.source_id, "create", "done", uuid_))
+                continue
+            uuid_ = provider_uuid_for(found)
+            if uuid_ in existing:
+                break  # the one-by-one path updates the existing row (after this call's writes)
+            org, auth_fp, billing_fp = record.org_id, fingerprint(credentials), fingerprint(data_source)
+            account = (
+                customers.get(org, ("new", org)),
+                auth_ids.get(auth_fp, ("new", auth_fp)),
+                billing_ids.get(billing_fp, ("new", billing_fp)),
+            )
+            if accounts.get(account, set()) - {uuid_}:
+                exc = ProviderValidationError(status_mod.DUPLICATE_ACCOUNT_MESSAGE)
+                results.append(self._refused(conn, "create", record, now, exc))
+                continue
+            if org not in customers and org not in new_customers:
+                new_customers[org] = {
+                    "org_id": org,
+                    "account_id": record.account_id,
+                    "schema_name": schema_name_for(org),
+                    "date_created": now,
+                    "date_updated": now,
+                }
+            if auth_fp not in auth_ids:
+                new_auth.setdefault(auth_fp, {"credentials": credentials, "fingerprint": auth_fp})
+            if billing_fp not in billing_ids:
+                new_billing.setdefault(billing_fp, {"data_source": data_source, "fingerprint": billing_fp})
+            accounts.setdefault(account, set()).add(uuid_)
+            existing.add(uuid_)
+            planned.append((found, uuid_, org, auth_fp, billing_fp))
+            results.append(OperationResult(record.source_id, "create", "done", uuid_))
+
+        # Writes from here on.
+        if not planned:
+            return results
+        if new_customers:
+            conn.execute(sa.insert(customer), list(new_customers.values()))
+            customers.update(
+                conn.execute(
+                    sa.select(customer.c.org_id, customer.c.id).where(customer.c.org_id.in_(sorted(new_customers)))
+                ).all()
+            )
+        if new_auth:
+            conn.execute(sa.insert(provider_authentication), list(new_auth.values()))
+            auth_ids.update(_ids_by_fingerprint(conn, provider_authentication, set(new_auth)))
+        if new_billing:
+            conn.execute(sa.insert(provider_billing_source), list(new_billing.values()))
+            billing_ids.update(_ids_by_fingerprint(conn, provider_billing_source, set(new_billing)))
+        rows, changes = [], []
+        available = status_mod.build_status(None)
+        for found, uuid_, org, auth_fp, billing_fp in planned:
+            rows.append(
+                {
+                    "uuid": uuid_,
+                    "created_timestamp": now,
+                    "name": (found.name or "")[:256],
+                    "type": found.source_type,
+                    "customer_id": customers[org],
+                    "authentication_id": auth_ids[auth_fp],
+                    "billing_source_id": billing_ids[billing_fp],
+                    "active": True,
+                    "paused": found.paused,
+                }
+            )
+            after = found.copy()
+            after.koku_uuid = uuid_
+            after.pending_update = False
+            after.op_attempts = 0
+            after.op_next_attempt_at = None
+            after.op_last_error = None
+            if after.status != available:
+                after.status = dict(available)
+                after.status_push_pending = True
+            changes.append((found, after))
+        conn.execute(sa.insert(provider), rows)
+        save_records(conn, changes)
+        for found, uuid_, *_ in planned:
+            log.info("provider %s created for source %s", uuid_, found.source_id)
+        return results
 
     def _apply(self, conn: sa.Connection, op: Operation, record: SourceRecord, now: datetime) -> OperationResult:
         """Create or update within ``conn``; a refusal is recorded, anything else raises."""

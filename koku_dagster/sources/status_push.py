@@ -17,6 +17,11 @@ from koku_dagster.sources.store import load_records, record_from_row
 log = logging.getLogger(__name__)
 
 
+_CLEAR_PENDING = (
+    sa.update(sources).where(sources.c.source_id == sa.bindparam("key_source_id")).values(status_push_pending=False)
+)
+
+
 @dataclass(frozen=True)
 class PushSummary:
     sent: int
@@ -61,13 +66,16 @@ def push_pending_statuses(
     done = [r for r, ok in zip(records, results, strict=True) if ok is not None]
     with engine.begin() as conn:
         current = load_records(conn, [r.source_id for r in done])
-        for record in done:
-            now = current.get(record.source_id)
-            # Clear the flag only if the status was not changed again meanwhile.
-            if now is not None and now.status_push_pending and now.status == record.status:
-                conn.execute(
-                    sa.update(sources).where(sources.c.source_id == record.source_id).values(status_push_pending=False)
-                )
+        # Clear the flag only if the status was not changed again meanwhile.
+        cleared = [
+            {"key_source_id": record.source_id}
+            for record in done
+            if (now := current.get(record.source_id)) is not None
+            and now.status_push_pending
+            and now.status == record.status
+        ]
+        if cleared:
+            conn.execute(_CLEAR_PENDING, cleared)  # one executemany
     sent = sum(1 for ok in results if ok)
     skipped = sum(1 for ok in results if ok is False)
     return PushSummary(sent, skipped, len(results) - sent - skipped)
