@@ -88,7 +88,7 @@ def test_event_to_summary_totals_match_raw_csv_and_rerun_is_idempotent(harness: 
         result = _materialize(harness, instance, uuid)
         assert result.success
         checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-        assert checks == {"summary_cost_matches_raw": True, "no_rows_outside_month": True, "row_counts_consistent": True}
+        assert checks == {"summary_totals_match_raw": True, "no_rows_outside_month": True, "row_counts_consistent": True}
         files = _summary_files(harness, uuid)
         assert files
         total, rows = _raw_cost(bucket)
@@ -194,6 +194,18 @@ def test_s3_bucket_through_assumed_role(
         failure = [e for e in missing.all_events if e.event_type_value == "STEP_FAILURE"][0]
         assert "missing" in str(failure.event_specific_data.error.message)
 
+        for path in nise_aws.rglob("*"):  # the report files are back, but not their manifests
+            key = str(path.relative_to(nise_aws))
+            if path.is_file():
+                if key.endswith("-Manifest.json"):
+                    s3.delete_object(Bucket=bucket, Key=key)
+                else:
+                    s3.upload_file(str(path), bucket, key)
+        orphaned = _materialize(harness, instance, uuid, force=True, endpoint_url=moto_server.endpoint_url)
+        assert not orphaned.success
+        failure = [e for e in orphaned.all_events if e.event_type_value == "STEP_FAILURE"][0]
+        assert "holds report files but no manifest" in str(failure.event_specific_data.error.message)
+
 
 def test_missing_s3_bucket_fails_and_reports_unavailable(
     harness: Harness, moto_server, monkeypatch: pytest.MonkeyPatch
@@ -255,3 +267,31 @@ def test_s3_object_store_publishes_and_fetches_partitions(
 
         ObjectStore(f"s3://{store_bucket}/koku", moto_server.endpoint_url, cache).delete_provider_data(uuid)
         assert keys() == [] and not list(cache.rglob(f"source={uuid}"))
+
+
+def test_missing_manifest_fails_its_partition_but_a_month_without_reports_does_not(
+    harness: Harness, nise_aws: Path
+) -> None:
+    uuid, bucket = _setup(harness, nise_aws, "no-manifest")
+    for manifest in bucket.rglob("cur-Manifest.json"):
+        manifest.unlink()  # report files without their manifest
+    with dg.instance_for_test() as instance:
+        result = _materialize(harness, instance, uuid)
+        assert not result.success
+        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        assert "holds report files but no manifest" in failure.event_specific_data.error.message
+        assert harness.table("reporting_common_costusagereportmanifest", "id") == []
+        instance.add_dynamic_partitions("providers", [uuid])
+        september = dg.materialize(  # no folder at all for the month: no report yet, nothing to do
+            INGEST_ASSETS,
+            partition_key=dg.MultiPartitionKey({"provider": uuid, "billing_month": "2026-09-01"}),
+            resources={
+                "app_db": ApplicationDatabase(database_url=harness.url),
+                "object_store": ObjectStoreResource(url=harness.store.url, local_bucket_roots=str(harness.buckets)),
+                "ingestion": IngestionResource(home=str(harness.store.local_root)),
+            },
+            instance=instance,
+        )
+        assert september.success and not september.get_asset_materialization_events()
+    status = harness.table("api_sources", "source_id")[0]["status"]
+    assert status is None or status.get("availability_status") != "unavailable"  # the report is wrong, not the source

@@ -61,8 +61,11 @@ def test_polling_batch_rules(db_url: str) -> None:
         _add(conn, "e-paused", paused=True)
         _add(conn, "f-inactive", active=False)
         _add(conn, "g-busy", polling_timestamp=NOW - 2 * DAY, data_updated_timestamp=NOW - 2.5 * DAY)
+        _add(conn, "h-azure-local", "Azure-local")
+        _add(conn, "i-gcp-local", "GCP-local")
+        _add(conn, "j-azure-blob", "Azure")  # no Blob Storage reader yet: not polled
     due = take_polling_batch(engine, NOW, 86400)
-    assert [d.uuid for d in due] == ["a-never", "b-old"]
+    assert [d.uuid for d in due] == ["a-never", "h-azure-local", "i-gcp-local", "b-old"]
     with engine.connect() as conn:
         stamped = dict(conn.execute(sa.select(provider.c.uuid, provider.c.polling_timestamp)).all())
     assert stamped["g-busy"] == NOW  # still processing: stamped, not returned

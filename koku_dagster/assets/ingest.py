@@ -7,17 +7,19 @@ is skipped, unless the run is forced (``ManifestConfig.force``, used after a bil
 """
 
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 
 from koku_dagster.assets.partitions import provider_month_partitions
 from koku_dagster.db import manifests as records
-from koku_dagster.ingest import aws
 from koku_dagster.ingest.aws_source import Manifest, ReportFile, ReportSource
-from koku_dagster.ingest.errors import IngestError
-from koku_dagster.ingest.paths import csv_dir, daily_dir, line_items_dir
+from koku_dagster.ingest.errors import IngestError, ManifestError
+from koku_dagster.ingest.paths import csv_dir
+from koku_dagster.ingest.provider_types import STEPS, MonthPartition, ProviderSteps
 from koku_dagster.db.types import utcnow
 from koku_dagster.orchestration.polling import billing_months
 from koku_dagster.orchestration.provider_context import ProviderContext, load_provider, report_availability
@@ -43,6 +45,21 @@ def _provider(app_db: ApplicationDatabase, uuid: str) -> ProviderContext:
     if ctx is None:
         raise dg.Failure(description=f"provider {uuid} does not exist (deleted?)")
     return ctx
+
+
+def _month(ctx: ProviderContext, month: date, object_store: ObjectStoreResource,
+           ingestion: IngestionResource) -> tuple[MonthPartition, ProviderSteps]:
+    """The provider month as the per-type steps see it, and those steps."""
+    part = MonthPartition(
+        schema=ctx.schema,
+        provider_type=ctx.storage_type,
+        provider_uuid=ctx.uuid,
+        month=month,
+        out_root=object_store.store().local_root,
+        work_dir=ingestion.work_dir(),
+        cluster_id=str(ctx.credentials.get("cluster_id") or ""),
+    )
+    return part, STEPS[ctx.storage_type]
 
 
 def _source(ctx: ProviderContext, object_store: ObjectStoreResource) -> ReportSource:
@@ -94,12 +111,14 @@ def _latest_manifest(app_db: ApplicationDatabase, uuid: str, month: date) -> rec
 @dg.asset(
     partitions_def=provider_month_partitions,
     group_name=GROUP,
-    kinds={"aws", "json"},
+    kinds={"json"},
     output_required=False,
     description=(
-        "The cost report manifest of a provider's billing month (AWS CUR manifest), recorded in "
-        "`reporting_common_costusagereportmanifest` with one status row per report file. Nothing is "
-        "materialized when the same assembly was fully processed before (unless forced)."
+        "The cost report manifest of a provider's billing month (AWS CUR manifest, Azure export folder or "
+        "manifest, GCP export files of the invoice month), recorded in `reporting_common_costusagereportmanifest` "
+        "with one status row per report file. Nothing is materialized when the same assembly was fully "
+        "processed before (unless forced), when the month has no report yet, or for OpenShift (payloads are "
+        "pushed: see `ocp_upload_sensor`)."
     ),
 )
 def report_manifest(
@@ -111,9 +130,14 @@ def report_manifest(
 ):
     uuid, month = _partition(context)
     ctx = _provider(app_db, uuid)
+    if STEPS[ctx.storage_type].convert is None:
+        context.log.info(f"{ctx.type} data arrives as uploaded payloads; there is no report to look for")
+        return
     engine = app_db.engine()
     try:
         manifest = _source(ctx, object_store).find_manifest(month)
+    except ManifestError as exc:  # the report itself is wrong; the source is still reachable
+        raise _fail(context, app_db, None, "download", exc, uuid) from None
     except Exception as exc:  # noqa: BLE001 - bad paths, missing buckets, refused credentials
         raise _fail(context, app_db, None, "download", exc, uuid, unavailable=True) from None
     report_availability(engine, uuid, None)
@@ -207,29 +231,33 @@ def report_files(
     deps=[report_files],
     kinds={"parquet", "pyarrow"},
     description=(
-        "Line items as typed Parquet (Koku's column normalisation, user tags folded into one JSON column), "
-        "one file per report file, under `data/parquet/...`; the month is replaced whole."
+        "Line items as typed Parquet (Koku's column normalisation, tags or labels folded into one JSON column), "
+        "one file per report file, under `data/parquet/...`; the month is replaced whole. OpenShift line items "
+        "are written by `ocp_payload_ingest` runs, one per uploaded payload."
     ),
 )
 def line_items(
-    context: dg.AssetExecutionContext, app_db: ApplicationDatabase, object_store: ObjectStoreResource
+    context: dg.AssetExecutionContext,
+    app_db: ApplicationDatabase,
+    object_store: ObjectStoreResource,
+    ingestion: IngestionResource,
 ) -> dg.MaterializeResult:
     uuid, month = _partition(context)
     ctx = _provider(app_db, uuid)
+    part, steps = _month(ctx, month, object_store, ingestion)
+    if steps.convert is None:
+        raise dg.Failure(description=f"{ctx.type} line items arrive as uploaded payloads, not from report files")
     engine = app_db.engine()
     recorded = _latest_manifest(app_db, uuid, month)
     store = object_store.store()
-    out_root = store.local_root
     manifest = _current_manifest(_source(ctx, object_store), month, recorded)
-    archive = csv_dir(out_root, ctx.schema, ctx.storage_type, uuid, month)
+    archive = csv_dir(part.out_root, ctx.schema, ctx.storage_type, uuid, month)
     store.fetch(archive)
     records.set_step(engine, recorded.id, "processing", "start")
     for file in manifest.files:
         records.set_file_status(engine, recorded.id, file.name, records.FileStatus.PROCESSING)
     try:
-        result = aws.convert_manifest(
-            ArchivedReports(archive, manifest), manifest, schema=ctx.schema, provider_uuid=uuid, out_root=out_root
-        )
+        result = steps.convert(ArchivedReports(archive, manifest), manifest, part)
     except IngestError as exc:
         for file in manifest.files:
             records.set_file_status(engine, recorded.id, file.name, records.FileStatus.FAILED)
@@ -249,12 +277,21 @@ def line_items(
     )
 
 
+def _fetch_all(object_store: ObjectStoreResource, dirs: list[Path]) -> None:
+    store = object_store.store()
+    for directory in dirs:
+        store.fetch(directory)
+
+
 @dg.asset(
     partitions_def=provider_month_partitions,
     group_name=GROUP,
     deps=[line_items],
     kinds={"parquet", "duckdb"},
-    description="Daily line items: the month's line items aggregated per day and resource, by DuckDB.",
+    description=(
+        "Daily line items: the month's line items aggregated per day and resource by DuckDB (OpenShift: one "
+        "partition per report type). Azure summaries read the line items directly, so Azure has none."
+    ),
 )
 def daily_line_items(
     context: dg.AssetExecutionContext,
@@ -264,25 +301,34 @@ def daily_line_items(
 ) -> dg.MaterializeResult:
     uuid, month = _partition(context)
     ctx = _provider(app_db, uuid)
-    store = object_store.store()
-    store.fetch(line_items_dir(store.local_root, ctx.schema, ctx.storage_type, uuid, month))
-    result = aws.build_daily(
-        schema=ctx.schema, provider_uuid=uuid, month=month, out_root=store.local_root, work_dir=ingestion.work_dir()
-    )
-    store.publish(result.partition)
+    part, steps = _month(ctx, month, object_store, ingestion)
+    if steps.build_daily is None:
+        context.log.info(f"{ctx.type}: the summary reads the line items directly; no daily line items")
+        return dg.MaterializeResult(metadata={"dagster/row_count": 0, "applies": False})
+    _fetch_all(object_store, steps.line_item_dirs(part))
+    result = steps.build_daily(part)
+    for partition in result.partitions:
+        object_store.store().publish(partition)
     return dg.MaterializeResult(
-        metadata={"path": dg.MetadataValue.path(str(result.partition)), "files": len(result.files),
-                  "bytes": result.bytes, "dagster/row_count": result.rows}
+        metadata={
+            "path": dg.MetadataValue.path(os.path.commonpath(result.partitions)),
+            "files": result.files,
+            "bytes": result.bytes,
+            "dagster/row_count": result.rows,
+            **{f"rows_{name}": rows for name, rows in result.rows_by_table.items() if len(result.rows_by_table) > 1},
+        }
     )
 
 
 SUMMARY_CHECKS = [
-    dg.AssetCheckSpec("summary_cost_matches_raw", asset="daily_summary",
-                      description="Summary and daily unblended/blended cost equal the raw report's, to the cent."),
+    dg.AssetCheckSpec("summary_totals_match_raw", asset="daily_summary",
+                      description="Summary (and daily) cost, credits or OpenShift usage hours equal the raw report's, "
+                                  "to the cent (hours: within 1e-6)."),
     dg.AssetCheckSpec("no_rows_outside_month", asset="daily_summary",
-                      description="No line item falls outside the billing month."),
+                      description="No summary row falls outside the billing (GCP: invoice) month."),
     dg.AssetCheckSpec("row_counts_consistent", asset="daily_summary",
-                      description="Every source row became a line item; daily and summary rows exist when line items do."),
+                      description="Every source row became a line item or was left out for a stated reason; daily "
+                                  "and summary rows exist when line items do."),
 ]
 
 
@@ -294,9 +340,10 @@ SUMMARY_CHECKS = [
     pool="duckdb_warehouse",
     check_specs=SUMMARY_CHECKS,
     description=(
-        "The provider month of its summary table (AWS: `reporting_awscostentrylineitem_daily_summary`), computed "
-        "by DuckDB from the daily line items, under `data/summary/{table}/...`; also refreshes the view in "
-        "`$KOKU_HOME/warehouse.duckdb`."
+        "The provider month of its type's summary table (`reporting_awscostentrylineitem_daily_summary`, "
+        "`reporting_azurecostentrylineitem_daily_summary`, `reporting_gcpcostentrylineitem_daily_summary`, "
+        "`reporting_ocpusagelineitem_daily_summary`), computed by DuckDB under `data/summary/{table}/...`; also "
+        "refreshes the views in `$KOKU_HOME/warehouse.duckdb`."
     ),
 )
 def daily_summary(
@@ -307,46 +354,37 @@ def daily_summary(
 ):
     uuid, month = _partition(context)
     ctx = _provider(app_db, uuid)
+    part, steps = _month(ctx, month, object_store, ingestion)
     engine = app_db.engine()
     recorded = _latest_manifest(app_db, uuid, month)
-    store = object_store.store()
-    out_root = store.local_root
-    store.fetch(line_items_dir(out_root, ctx.schema, ctx.storage_type, uuid, month))  # footers hold raw totals
-    store.fetch(daily_dir(out_root, ctx.schema, ctx.storage_type, uuid, month))
+    _fetch_all(object_store, steps.line_item_dirs(part) + steps.daily_dirs(part))  # line-item footers hold raw totals
     records.set_step(engine, recorded.id, "summary", "start")
-    result = aws.build_summary(
-        schema=ctx.schema, provider_uuid=uuid, month=month, out_root=out_root, work_dir=ingestion.work_dir()
-    )
-    store.publish(result.partition)
-    totals = aws.month_totals(schema=ctx.schema, provider_uuid=uuid, month=month, out_root=out_root)
+    result = steps.build_summary(part)
+    object_store.store().publish(result.partition)
+    checks = steps.checks(part)
     records.set_step(engine, recorded.id, "summary", "end")
     records.mark_manifest_complete(engine, recorded.id, uuid)
-    refresh_views(ingestion.warehouse_path(), out_root)
+    refresh_views(ingestion.warehouse_path(), part.out_root)
     yield dg.MaterializeResult(
         metadata={
-            "table": aws.SUMMARY_TABLE,
+            "table": steps.summary_table,
             "path": dg.MetadataValue.path(str(result.partition)),
             "dagster/row_count": result.rows,
             "bytes": result.bytes,
-            "unblended_cost": str(totals.summary_unblended_cost),
-            "blended_cost": str(totals.summary_blended_cost),
+            **checks.totals,
             "assembly_id": recorded.assembly_id,
         }
     )
-    meta = totals.metadata()
-    yield dg.AssetCheckResult(check_name="summary_cost_matches_raw", passed=totals.costs_match, metadata=meta)
+    yield dg.AssetCheckResult(check_name="summary_totals_match_raw", passed=checks.totals_match, metadata=checks.details)
     yield dg.AssetCheckResult(
         check_name="no_rows_outside_month",
-        passed=totals.summary_rows_outside_month == 0,
+        passed=checks.summary_rows_outside_month == 0,
         metadata={
-            "summary_rows_outside_month": totals.summary_rows_outside_month,
-            "report_rows_left_out_as_outside_month": totals.rows_outside_month,
+            "summary_rows_outside_month": checks.summary_rows_outside_month,
+            "report_rows_left_out_as_outside_month": checks.report_rows_outside_month,
         },
     )
-    consistent = totals.line_item_rows + totals.rows_outside_month + totals.rows_without_usage_start == totals.source_rows and (
-        totals.line_item_rows == 0 or (totals.daily_rows > 0 and totals.summary_rows > 0)
-    )
-    yield dg.AssetCheckResult(check_name="row_counts_consistent", passed=consistent, metadata=meta)
+    yield dg.AssetCheckResult(check_name="row_counts_consistent", passed=checks.counts_consistent, metadata=checks.details)
 
 
 INGEST_ASSETS = [report_manifest, report_files, line_items, daily_line_items, daily_summary]

@@ -142,9 +142,11 @@ class LocalReportSource:
             raise UnsafeReportPathError(f"refusing {where}: it leads outside the report directory")
         return resolved
 
-    def _manifest_candidates(self, month: date) -> list[Path]:
+    def _manifest_candidates(self, month: date) -> tuple[list[Path], list[Path]]:
+        """The month's manifests, and the month folders that hold files but no manifest."""
         wanted = billing_range(month)
         found: list[Path] = []
+        orphans: list[Path] = []
         for dirpath, dirnames, _ in os.walk(self.root):
             here = Path(dirpath)
             for name in [d for d in dirnames if _RANGE_DIR.match(d)]:
@@ -154,10 +156,19 @@ class LocalReportSource:
                     manifest = here / name / f"{report}{_MANIFEST_SUFFIX}"
                     if manifest.is_file():
                         found.append(manifest)
-        return sorted(found)
+                    elif any(p.is_file() for p in (here / name).rglob("*")):
+                        orphans.append(manifest)
+        return sorted(found), sorted(orphans)
 
     def find_manifest(self, month: date) -> Manifest | None:
-        candidates = self._manifest_candidates(month)
+        """The month's CUR manifest; None when the month has no report folder yet.
+
+        A month folder holding report files without its manifest is an error (:class:`ManifestError`).
+        """
+        candidates, orphans = self._manifest_candidates(month)
+        if not candidates and orphans:
+            missing = orphans[0].relative_to(self.root).as_posix()
+            raise ManifestError(f"the {billing_range(month)} folder holds report files but no manifest ({missing})")
         if not candidates:
             return None
         if len(candidates) > 1:
@@ -205,22 +216,28 @@ class S3ReportSource:
         self.report_name = report_name
 
     def _manifest_keys(self, month: date) -> list[str]:
+        """The month's manifest keys; :class:`ManifestError` when a month folder has files but no manifest."""
         wanted = billing_range(month)
-        if self.report_name:
-            parts = [self.prefix, self.report_name, wanted, f"{self.report_name}{_MANIFEST_SUFFIX}"]
-            return ["/".join(p for p in parts if p)]
-        pattern = re.compile(rf"(?:^|/)([^/]+)/{wanted}/\1{re.escape(_MANIFEST_SUFFIX)}$")
+        base = "/".join(p for p in (self.prefix, self.report_name or "") if p)
+        in_month = re.compile(rf"(?:^|/)([^/]+)/{wanted}/")
+        manifest = re.compile(rf"(?:^|/)([^/]+)/{wanted}/\1{re.escape(_MANIFEST_SUFFIX)}$")
         found: list[str] = []
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else ""
-        )
+        reports: set[str] = set()
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{base}/" if base else "")
         for page in pages:
-            found += [o["Key"] for o in page.get("Contents", []) if pattern.search(o["Key"])]
+            for key in (o["Key"] for o in page.get("Contents", [])):
+                if (match := in_month.search(key)) and self.report_name in (None, match.group(1)):
+                    reports.add(match.group(1))
+                    if manifest.search(key):
+                        found.append(key)
+        if not found and reports:
+            raise ManifestError(f"the {wanted} folder of {sorted(reports)[0]} holds report files but no manifest")
         if len(found) > 1:
             raise ManifestError(f"several CUR reports for {wanted} ({', '.join(found)}); name the report to use")
         return found
 
     def find_manifest(self, month: date) -> Manifest | None:
+        """The month's CUR manifest; None when the month has no report folder yet."""
         for key in self._manifest_keys(month):
             try:
                 obj = self.client.get_object(Bucket=self.bucket, Key=key)

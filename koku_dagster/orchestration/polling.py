@@ -10,13 +10,14 @@ from datetime import date, datetime, timedelta
 import sqlalchemy as sa
 
 from koku_dagster.db.schema import provider
+from koku_dagster.orchestration.report_sources import READABLE_TYPES
 
 #: Hourly polls spread the providers over the day: each hour takes ceil(n / POLLING_COUNT).
 POLLING_COUNT = 21
 PROCESSING_WAIT = timedelta(days=3)
 STEADY_STATE_MONTHS = 2
 #: Provider types whose reports are polled and ingested (OpenShift pushes its data instead).
-POLLED_TYPES = frozenset({"AWS", "AWS-local"})
+POLLED_TYPES = READABLE_TYPES
 
 
 @dataclass(frozen=True)

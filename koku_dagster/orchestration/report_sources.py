@@ -8,19 +8,34 @@ from pathlib import Path
 from typing import BinaryIO
 
 from koku_dagster.ingest.aws_source import LocalReportSource, Manifest, ReportSource, S3ReportSource, assume_role_s3_client
+from koku_dagster.ingest.azure_source import LocalAzureExports
+from koku_dagster.ingest.gcp_source import LocalGcpExports
 from koku_dagster.ingest.errors import IngestError
 from koku_dagster.orchestration.provider_context import ProviderContext
 from koku_dagster.sources.errors import ProviderValidationError
 from koku_dagster.sources.validation import resolve_local_directory
 
 
+#: Provider types whose reports this project can read (OpenShift pushes payloads instead; Azure
+#: Blob Storage and BigQuery readers would be further :class:`ReportSource` implementations).
+READABLE_TYPES = frozenset({"AWS", "AWS-local", "Azure-local", "GCP-local"})
+
+
+def _local_dir(ctx: ProviderContext, key: str, local_roots: tuple[Path, ...]) -> Path:
+    try:
+        return resolve_local_directory(ctx.data_source.get(key, ""), local_roots)
+    except ProviderValidationError as exc:
+        raise IngestError(str(exc)) from None
+
+
 def report_source_for(ctx: ProviderContext, local_roots: tuple[Path, ...], endpoint_url: str | None) -> ReportSource:
     """The reader of a provider's cost reports; :class:`IngestError` when it cannot be built."""
     if ctx.type == "AWS-local":
-        try:
-            return LocalReportSource(resolve_local_directory(ctx.data_source.get("bucket", ""), local_roots))
-        except ProviderValidationError as exc:
-            raise IngestError(str(exc)) from None
+        return LocalReportSource(_local_dir(ctx, "bucket", local_roots))
+    if ctx.type == "Azure-local":
+        return LocalAzureExports(_local_dir(ctx, "storage_account", local_roots), ctx.data_source.get("export_name"))
+    if ctx.type == "GCP-local":
+        return LocalGcpExports(_local_dir(ctx, "bucket", local_roots))
     if ctx.type == "AWS":
         client = assume_role_s3_client(
             ctx.credentials.get("role_arn", ""),
@@ -29,7 +44,9 @@ def report_source_for(ctx: ProviderContext, local_roots: tuple[Path, ...], endpo
             endpoint_url=endpoint_url,
         )
         return S3ReportSource(client, ctx.data_source.get("bucket", ""))
-    raise IngestError(f"ingestion of {ctx.type} providers is not available yet")
+    if ctx.type == "OCP":
+        raise IngestError("OpenShift data arrives as uploaded payloads (ocp_upload_sensor); there are no reports to read")
+    raise IngestError(f"reading {ctx.type} reports is not available (readable types: {', '.join(sorted(READABLE_TYPES))})")
 
 
 class ArchivedReports:
