@@ -9,10 +9,11 @@ code under test. Bench-only adjustments, none of which changes any answer or eve
   by default each write flushes Kafka while holding the store lock, which serialises every
   write request (status PATCHes included) behind a ~5-10 ms broker round trip; the events,
   their order and the topic's contents are the same;
-- the listen backlog is 128 instead of ``socketserver``'s 5: with 5, a burst of concurrent
-  connections (8 client workers; the stand-in speaks HTTP/1.0, one connection per request)
-  overflows the accept queue, the kernel drops the SYNs and each dropped client waits the
-  1 s SYN retransmission timeout: it charged seconds of pure stall to every concurrent phase;
+- the listen backlog is 128 instead of ``socketserver``'s 5: with 5, a burst of new
+  connections overflows the accept queue, the kernel drops the SYNs and each dropped client
+  waits the 1 s SYN retransmission timeout. The stand-in keeps connections alive (HTTP/1.1),
+  so ours opens at most one per worker, but the baseline opens one per request, as Koku's
+  session-less ``requests`` calls do;
 - the request log is a bounded deque (the stand-in keeps every request otherwise, which only
   tests need);
 - ``--latency-ms`` (or ``POST /_bench/latency?ms=N`` at run time) delays every API answer by a

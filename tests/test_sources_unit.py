@@ -165,3 +165,41 @@ def test_client_error_classification_against_the_stand_in() -> None:
     dead = SourcesClient(f"http://127.0.0.1:{port}/api/sources/v1.0", f"http://127.0.0.1:{port}/internal/v1.0", "k")
     with pytest.raises(SourcesApiError, match="unreachable"):
         dead.cost_management_type_id()
+
+
+def test_client_requests_carry_each_tenants_headers_and_body() -> None:
+    """Requests prepared from a per-tenant template: each call gets its own tenant, URL and body."""
+    with StandInServer() as server:
+        client = SourcesClient(server.url + "/api/sources/v1.0", server.url + "/internal/v1.0", "sources-psk")
+        first = Tenant(identity_header("1111111", "10001"), "1111111", "10001")
+        second = Tenant(identity_header("2222222"), "2222222")
+        apps = {}
+        for tenant in (first, second):
+            admin = StandInAdmin(server.url, org_id=tenant.org_id, account=tenant.account_id or "")
+            apps[tenant.org_id] = [int(admin.create_cost_source("ocp", f"c{i}")["application"]["id"]) for i in range(2)]
+            admin.close()
+        before = len(server.requests)
+        sent = [
+            (tenant, app, {"availability_status": "unavailable", "availability_status_error": f"error {app} é"})
+            for app in (0, 1)
+            for tenant in (first, second, first)
+        ]
+        for tenant, app, status in sent:
+            assert client.patch_availability(apps[tenant.org_id][app], status, tenant) is True
+        patches = [r for r in server.requests[before:] if r.method == "PATCH"]
+        assert len(patches) == len(sent)
+        for request, (tenant, app, status) in zip(patches, sent, strict=True):
+            assert request.path == f"/api/sources/v1.0/applications/{apps[tenant.org_id][app]}"
+            assert request.body == status and request.status == 200
+            assert request.headers["x-rh-identity"] == tenant.auth_header
+            assert request.headers["x-rh-sources-org-id"] == tenant.org_id
+            assert request.headers.get("x-rh-sources-account-number") == tenant.account_id
+            assert request.headers["x-rh-sources-psk"] == "sources-psk"
+            assert request.headers["content-type"] == "application/json"
+            assert "cookie" not in request.headers
+        for tenant in (first, second):
+            assert {a for a, _ in server.status_patches() if a in apps[tenant.org_id]} == set(apps[tenant.org_id])
+        # Lists with query parameters go the ordinary way.
+        found = client.applications_by_source([1, 2, 3, 4], 2, second)
+        assert {a.id for a in found.values()} == set(apps[second.org_id])
+        client.close()

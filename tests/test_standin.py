@@ -376,3 +376,74 @@ def test_command_line_serves_until_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_connections_are_kept_alive_and_closed_on_stop() -> None:
+    import http.client
+
+    srv = StandInServer().start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+        answers = []
+        for _ in range(3):  # several requests over one connection
+            conn.request("GET", f"{API}/source_types", headers=READ)
+            response = conn.getresponse()
+            answers.append((response.version, response.status, int(response.getheader("Content-Length"))))
+            assert len(response.read()) == answers[-1][2]
+        assert [a[:2] for a in answers] == [(11, 200)] * 3
+        local = conn.sock.getsockname()
+        conn.request("PATCH", f"{API}/applications/999", body=b"{}", headers=READ)  # an error, still kept
+        response = conn.getresponse()
+        assert response.status == 404 and len(response.read()) == int(response.getheader("Content-Length"))
+        conn.request("HEAD", "/health")
+        response = conn.getresponse()
+        assert response.status == 200 and response.read() == b""
+        assert conn.sock.getsockname() == local
+        srv.stop()
+        with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):  # no answer once stopped
+            conn.request("GET", "/health")
+            conn.getresponse()
+        conn.close()
+    finally:
+        srv.stop()
+
+
+def test_connections_beyond_the_cap_wait_for_a_free_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import http.client
+    import threading
+
+    from koku_dagster.devtools.platform_sources import server as server_module
+
+    monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 1)
+    srv = StandInServer().start()
+    try:
+        first = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+        first.request("GET", "/health")
+        assert first.getresponse().read() == b"OK"  # kept alive: it holds the only slot
+        answered = threading.Event()
+
+        def second() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+            conn.request("GET", "/health")
+            if conn.getresponse().read() == b"OK":
+                answered.set()
+            conn.close()
+
+        thread = threading.Thread(target=second, daemon=True)
+        thread.start()
+        assert not answered.wait(0.5)
+        first.close()  # frees the slot
+        assert answered.wait(5)
+        thread.join(5)
+        # A serve loop waiting for a slot does not hold up stop().
+        held = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+        held.request("GET", "/health")
+        held.getresponse().read()
+        waiting = socket.create_connection(("127.0.0.1", srv.port))
+        started = time.monotonic()
+        srv.stop()
+        assert time.monotonic() - started < 3
+        waiting.close()
+        held.close()
+    finally:
+        srv.stop()

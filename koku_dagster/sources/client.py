@@ -1,6 +1,7 @@
 """Platform Sources REST client (CONTRACT section 3) with Koku's error classification.
 
-One pooled ``requests.Session`` per client, timeouts on every call. Error texts name the
+One pooled ``requests.Session`` per client (connections kept alive), timeouts on every call;
+no cookies are sent (Platform Sources authenticates by header). Error texts name the
 path and status only: never headers, bodies or secrets.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from typing import Any
 
 import requests
@@ -20,6 +22,10 @@ from koku_dagster.sources.model import Application, AuthenticationRecord, Source
 log = logging.getLogger(__name__)
 
 COST_MANAGEMENT_APP_TYPE = "/insights/platform/cost-management"
+#: Paths built from our own ids and names only: safe to append to a prepared base URL as is.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_.\-]+(?:/[A-Za-z0-9_.\-]+)*")
+#: Request templates kept (one per method and tenant); all are dropped when full.
+_MAX_TEMPLATES = 1024
 
 
 def _opt_int(value: Any) -> int | None:
@@ -74,6 +80,12 @@ class SourcesClient:
         if ca_bundle:
             self.session.verify = ca_bundle
         self.session.trust_env = False
+        self._templates: dict[tuple[str, Tenant | None], requests.PreparedRequest] = {}
+        # Base URLs that preparing leaves as they are (so a plain path can be appended as is).
+        self._plain_bases = all(
+            requests.Request("GET", base + "/x").prepare().url == base + "/x"
+            for base in (self.api_base, self.internal_base)
+        )
         adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -95,6 +107,36 @@ class SourcesClient:
                 headers["x-rh-sources-account-number"] = tenant.account_id
         return headers
 
+    def _prepare(
+        self,
+        method: str,
+        url: str,
+        path: str,
+        tenant: Tenant | None,
+        params: dict[str, str | list[str]] | None,
+        body: dict[str, Any] | None,
+    ) -> requests.PreparedRequest:
+        """The request to send: the session's default headers plus :meth:`_headers`, never cookies.
+
+        A call without query parameters to a plain path (the status PATCHes, most of the calls)
+        copies a template prepared once per (method, tenant) and sets only its URL and body:
+        preparing a request from scratch costs about a third of a loopback call's CPU.
+        """
+        if params or not self._plain_bases or not _PLAIN_PATH.fullmatch(path):
+            headers = {**self.session.headers, **self._headers(tenant)}
+            return requests.Request(method, url, headers=headers, params=params, json=body).prepare()
+        key = (method, tenant)
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) >= _MAX_TEMPLATES:
+                self._templates.clear()
+            headers = {**self.session.headers, **self._headers(tenant)}
+            template = self._templates[key] = requests.Request(method, url, headers=headers).prepare()
+        prepared = template.copy()
+        prepared.url = url
+        prepared.prepare_body(None, None, json=body)
+        return prepared
+
     def _request(
         self,
         method: str,
@@ -107,8 +149,9 @@ class SourcesClient:
     ) -> requests.Response:
         url = (self.internal_base if internal else self.api_base) + "/" + path
         try:
-            return self.session.request(
-                method, url, headers=self._headers(tenant), params=params, json=body, timeout=self.timeout
+            prepared = self._prepare(method, url, path, tenant, params, body)
+            return self.session.send(
+                prepared, timeout=self.timeout, proxies=self.session.proxies, verify=self.session.verify
             )
         except requests.RequestException as exc:
             raise SourcesApiError(f"{method} {path}: {type(exc).__name__} (Platform Sources unreachable)") from None

@@ -1,4 +1,4 @@
-"""HTTP server of the Platform Sources stand-in (``http.server``, one thread per request).
+"""HTTP server of the Platform Sources stand-in (``http.server``, HTTP/1.1 keep-alive, one thread per connection).
 
 Serves the public API under ``/api/sources/{v1.0,v2.0,v3.0,v3.1,v1,v2,v3}``, the internal API under
 ``/internal/{v1.0,v2.0}`` and ``/health``. Writes publish the service's events to Kafka (when a
@@ -13,6 +13,8 @@ import binascii
 import json
 import logging
 import re
+import socket
+import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +53,10 @@ _PREFIX = re.compile(
     r"^(?P<prefix>/api/sources/(?:v1\.0|v2\.0|v3\.0|v3\.1|v1|v2|v3)|/internal/(?:v1\.0|v2\.0))"
     r"(?:/(?P<rest>.*))?$"
 )
+#: An idle kept-alive connection is closed after this many seconds.
+KEEP_ALIVE_SECONDS = 10.0
+#: Connections served at once (one thread each); further ones wait in the listen queue.
+MAX_CONNECTIONS = 128
 _SECRET_HEADERS = frozenset({"x-rh-identity", "x-rh-sources-psk", "authorization", "cookie"})
 
 
@@ -251,6 +257,7 @@ class StandInServer:
         if httpd is not None:
             httpd.shutdown()
             httpd.server_close()
+            httpd.close_connections()
         if thread is not None:
             thread.join(timeout=5)
         if self._producer is not None:
@@ -784,12 +791,24 @@ def _on_delivery(err: Any, msg: Any) -> None:
 
 
 class _HttpHandler(BaseHTTPRequestHandler):
-    """Adapts ``http.server`` to :meth:`StandInServer.handle` (HTTP/1.0: one request per connection)."""
+    """Adapts ``http.server`` to :meth:`StandInServer.handle`.
+
+    HTTP/1.1 with keep-alive, as Platform Sources: a client may send many requests over one
+    connection. Every response carries ``Content-Length``; an idle connection is closed after
+    :data:`KEEP_ALIVE_SECONDS`.
+    """
 
     server: _HttpServer
     server_version = "platform-sources-standin/1.0"
+    protocol_version = "HTTP/1.1"
+    timeout = KEEP_ALIVE_SECONDS  # idle keep-alive connections end (their thread with them)
+    # Headers and body are separate writes: without TCP_NODELAY, Nagle's algorithm and the
+    # client's delayed ACK would hold every kept-alive answer ~40 ms.
+    disable_nagle_algorithm = True
 
     def _serve(self) -> None:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            self.close_connection = True  # its body is not read: the connection cannot carry more
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
@@ -798,6 +817,8 @@ class _HttpHandler(BaseHTTPRequestHandler):
         if payload:
             self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if payload and self.command != "HEAD":
             self.wfile.write(payload)
@@ -809,9 +830,63 @@ class _HttpHandler(BaseHTTPRequestHandler):
 
 
 class _HttpServer(ThreadingHTTPServer):
+    """One thread per connection, at most :data:`MAX_CONNECTIONS` at a time (further ones wait in
+    the listen queue); :meth:`close_connections` ends the kept-alive ones."""
+
     daemon_threads = True
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], standin: StandInServer) -> None:
         self.standin = standin
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._open: set[Any] = set()
+        self._open_lock = threading.Lock()
+        self._stopping = False
         super().__init__(address, _HttpHandler)
+
+    def shutdown(self) -> None:
+        self._stopping = True  # a serve loop waiting for a free connection slot gives up
+        super().shutdown()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        while not self._slots.acquire(timeout=0.05):
+            if self._stopping:
+                self.shutdown_request(request)
+                return
+        with self._open_lock:
+            self._open.add(request)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._forget(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._forget(request)
+
+    def _forget(self, request: Any) -> None:
+        with self._open_lock:
+            if request not in self._open:
+                return
+            self._open.discard(request)
+        self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):  # a client went away, or stop() ended it
+            log.debug("connection from %s ended: %r", client_address, exc)
+            return
+        super().handle_error(request, client_address)
+
+    def close_connections(self) -> None:
+        """End every open connection (a stopped stand-in answers nothing, kept-alive or not)."""
+        with self._open_lock:
+            open_now = list(self._open)
+        for sock in open_now:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
