@@ -1,8 +1,9 @@
 """OpenShift payload uploads end to end: announcement -> sensor -> payload run -> line items,
-manifest, validation result -> summary run requests; replays, poison messages and failures."""
+manifest, validation result -> summary runs -> summary; replays, poison messages and failures."""
 
 from __future__ import annotations
 
+import csv
 import io
 import itertools
 import json
@@ -12,13 +13,16 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import duckdb
 import pytest
 import sqlalchemy as sa
 
+from koku_dagster.assets.ingest import daily_line_items, daily_summary
 from koku_dagster.assets.ocp_uploads import ocp_payload_ingest
 from koku_dagster.db.engine import get_engine
 from koku_dagster.db.migrate import SCHEMA_VERSION, migrate
@@ -121,6 +125,18 @@ def world(harness: Harness) -> Iterator[World]:
         yield World(harness, upload_topic, validation_topic, uuid, instance)
 
 
+def _raw_pod_cpu_seconds(folder: Path) -> Decimal:
+    """Independent total: pod CPU usage seconds summed exactly over the raw pod reports."""
+    total = Decimal(0)
+    for path in folder.glob("*.csv"):
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            if "pod_usage_cpu_core_seconds" in (reader.fieldnames or []):
+                total += sum((Decimal(r["pod_usage_cpu_core_seconds"] or 0) for r in reader), Decimal(0))
+    assert total > 0
+    return total
+
+
 def _everything_logged(world: World, caplog: pytest.LogCaptureFixture, run_ids: list[str]) -> str:
     """Captured logs, the runs' Dagster events, and the tables ingestion writes (but the stored URL)."""
     events = [e for run_id in run_ids for e in world.instance.all_logs(run_id)]
@@ -187,6 +203,25 @@ def test_announcement_to_line_items_validation_and_summary_requests(
     assert summary.run_key == "ocp-summary:req-1:2026-10-01" and summary.job_name == "provider_month_ingest"
     assert summary.partition_key == mat.partition
     assert {k.to_user_string() for k in summary.asset_selection or []} == {"daily_line_items", "daily_summary"}
+    summarised = dg.materialize(
+        [daily_line_items, daily_summary], partition_key=summary.partition_key, resources=world.resources(),
+        instance=world.instance, raise_on_error=False,
+    )
+    assert summarised.success
+    assert {c.check_name: c.passed for c in summarised.get_asset_check_evaluations()} == {
+        "summary_totals_match_raw": True, "no_rows_outside_month": True, "row_counts_consistent": True,
+    }
+    summary_files = sorted(
+        (root / "data/summary/reporting_ocpusagelineitem_daily_summary" / f"source={world.provider_uuid}"
+         / "year=2026/month=10").glob("*.parquet")
+    )
+    cpu_hours, clusters = duckdb.connect().execute(
+        "SELECT sum(pod_usage_cpu_core_hours), list(DISTINCT cluster_id) FROM read_parquet(?)",
+        [[str(f) for f in summary_files]],
+    ).fetchone()
+    assert clusters == [OCP_CLUSTER_ID]
+    assert abs(Decimal(str(cpu_hours)) - _raw_pod_cpu_seconds(nise_ocp) / 3600) < Decimal("0.000001")
+    assert world.h.table("reporting_common_costusagereportmanifest", "id")[0]["completed_datetime"] is not None
     third = world.tick()
     assert not third.run_requests and third.skip_reason
     row = world.upload("req-1")
