@@ -201,6 +201,14 @@ def test_manifest_with_unsafe_file_name_is_refused(tmp_path: Path) -> None:
         read_manifest(tar)
 
 
+@pytest.mark.parametrize("uuid", ["../../etc", "a/b", ".hidden", "x" * 65, "spaces here"])
+def test_manifest_uuid_must_be_a_plain_identifier(uuid: str) -> None:
+    """The uuid names the payload's day files and archive folder."""
+    with pytest.raises(UnsafePayloadError):
+        parse_manifest({"uuid": uuid, "cluster_id": "c", "date": "2026-10-01", "files": []})
+    assert parse_manifest({"uuid": "0f2c-ab_9", "cluster_id": "c", "date": "2026-10-01"}).uuid == "0f2c-ab_9"
+
+
 def test_size_and_member_limits(tmp_path: Path, payload: Path) -> None:
     manifest = read_manifest(payload)
     with pytest.raises(PayloadTooLargeError):

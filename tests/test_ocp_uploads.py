@@ -395,3 +395,26 @@ def test_schema_version_3_adds_the_upload_table(db_url: str) -> None:
     assert migrate(db_url) == 1
     assert "ocp_payload_upload" in sa.inspect(engine).get_table_names()
     assert migrate(db_url) == 0
+
+
+def test_unexpected_errors_are_retried_then_the_upload_is_failed(world: World, nise_ocp: Path, tmp_path: Path) -> None:
+    reader = f"reader-{next(_readers)}"
+    tarball = build_payload(nise_ocp, world.h.buckets / "retry.tar.gz")
+    world.announce(announcement_body(tarball.as_uri(), request_id="stuck", org_id=ORG))
+    (request,) = world.tick().run_requests
+    with world.h.engine.begin() as conn:  # two earlier attempts already failed unexpectedly
+        conn.execute(sa.text("UPDATE ocp_payload_upload SET attempts = 2 WHERE request_id = 'stuck'"))
+    not_a_folder = tmp_path / "store-is-a-file"
+    not_a_folder.write_text("x")
+    resources = world.resources() | {
+        "object_store": ObjectStoreResource(url=not_a_folder.as_uri(), local_bucket_roots=str(world.h.buckets))
+    }
+    result = ocp_payload_ingest.execute_in_process(
+        run_config=request.run_config, resources=resources, instance=world.instance, raise_on_error=False
+    )
+    assert not result.success
+    row = world.upload("stuck")
+    assert row["state"] == "failure" and row["attempts"] == 3
+    assert row["reason"].startswith("gave up after 3 attempts: ")
+    assert world.validations(reader) == [{"request_id": "stuck", "validation": "failure"}]
+    assert row["validation_sent"]

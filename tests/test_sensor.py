@@ -78,10 +78,11 @@ def test_sensor_adds_and_deletes_provider_partitions_and_reports_records(harness
         assert src_meta["events_read"].value == 8
         assert src_meta["sources_by_type"].value == {"AWS-local": 1, "Azure-local": 1}
         assert events["provider_records"].metadata["providers_created"].value == 2
-        # The new AWS provider is ingested at once: its initial months (Azure ingestion comes later).
+        # New providers are ingested at once: their initial months, 3 each.
         keys = sorted(str(r.partition_key) for r in result.run_requests)
-        assert len(keys) == 3 and all(k.endswith("|0b6c0f8e-1111-4e5e-9d9e-000000000001") for k in keys)
-        assert len({r.run_key for r in result.run_requests}) == 3
+        for uid in ("0b6c0f8e-1111-4e5e-9d9e-000000000001", "0b6c0f8e-1111-4e5e-9d9e-000000000002"):
+            assert len([k for k in keys if k.endswith(f"|{uid}")]) == 3
+        assert len(keys) == 6 and len({r.run_key for r in result.run_requests}) == 6
         assert SECRET not in repr(result)
 
         harness.admin.delete_source(aws["source"]["id"])

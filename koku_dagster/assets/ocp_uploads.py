@@ -12,12 +12,16 @@ import dagster as dg
 from koku_dagster.assets.ingest import line_items
 from koku_dagster.resources import ApplicationDatabase, KafkaResource, ObjectStoreResource
 from koku_dagster.resources.ingestion import IngestionResource
+from koku_dagster.uploads import records
 from koku_dagster.uploads.processing import UnknownUploadError, process_upload
 from koku_dagster.uploads.validation import send_validations
 
 #: Payload runs take one slot of this pool (``dagster.yaml``: one at a time), so no two payloads
 #: rewrite the same month partition at once.
 PAYLOAD_POOL = "ocp_payloads"
+#: Retries of an unexpected error (database, object store); an upload whose attempts (counted in
+#: ``ocp_payload_upload.attempts``, across runs) exceed them is failed.
+MAX_RETRIES = 2
 
 ocp_payload_uploads = dg.AssetSpec(
     "ocp_payload_uploads",
@@ -40,7 +44,7 @@ class OcpPayloadConfig(dg.Config):
 @dg.op(
     name="process_ocp_payload",
     pool=PAYLOAD_POOL,
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
+    retry_policy=dg.RetryPolicy(max_retries=MAX_RETRIES, delay=30, backoff=dg.Backoff.EXPONENTIAL),
     description=(
         "Download the payload, match its cluster to an OpenShift provider, write the line items of the months "
         "it covers, record its manifest, and answer `success` or `failure` on KOKU_VALIDATION_TOPIC."
@@ -65,6 +69,15 @@ def process_ocp_payload(
         )
     except UnknownUploadError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except Exception as exc:
+        tried = records.load_upload(engine, config.request_id)
+        if tried is None or tried.attempts <= MAX_RETRIES:
+            raise  # the retry policy tries again
+        # Bounded, unlike Koku: the upload is answered `failure` instead of staying pending for ever.
+        reason = f"gave up after {tried.attempts} attempts: {type(exc).__name__}"
+        failed = records.record_outcome(engine, config.request_id, state=records.FAILURE, reason=reason)
+        send_validations(engine, kafka.bootstrap_servers, kafka.validation_topic, [failed])
+        raise dg.Failure(description=reason, allow_retries=False) from exc
     upload = outcome.upload
     meta = outcome.metadata()
     if outcome.result is not None:

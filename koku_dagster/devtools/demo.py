@@ -18,10 +18,15 @@ from datetime import date, timedelta
 from pathlib import Path
 from types import FrameType
 
+import sqlalchemy as sa
+
+from koku_dagster.db.engine import get_engine
+from koku_dagster.db.schema import provider
 from koku_dagster.devtools.demo_data import OCP_CLUSTER_ID, generate
 from koku_dagster.devtools.platform_sources.admin import StandInAdmin
 from koku_dagster.devtools.platform_sources.server import StandInServer
 from koku_dagster.devtools.services import TansuBroker, create_topics
+from koku_dagster.devtools.uploads import announce_payloads
 from koku_dagster.settings import get_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,6 +39,22 @@ def _port_of(url_or_bootstrap: str) -> int:
 
 def _say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
+
+
+def _wait_for_ocp_provider(database_url: str, stop: threading.Event, timeout: float = 180.0) -> bool:
+    """Wait until the sources sensor has created the OpenShift provider (payloads name its cluster)."""
+    engine = get_engine(database_url)
+    deadline = time.monotonic() + timeout
+    while not stop.is_set() and time.monotonic() < deadline:
+        try:
+            with engine.connect() as conn:
+                if conn.execute(sa.select(provider.c.uuid).where(provider.c.type == "OCP")).first():
+                    return True
+        except sa.exc.OperationalError:
+            pass  # the code location has not created the tables yet
+        stop.wait(2.0)
+    _say("the OpenShift provider did not appear; no payload announced")
+    return False
 
 
 def main() -> int:
@@ -90,6 +111,12 @@ def main() -> int:
         admin.create_cost_source("gcp-local", "Demo GCP", bucket=str(dirs["gcp"]), dataset="demo_dataset")
         admin.create_cost_source("ocp", "Demo OpenShift", cluster_id=OCP_CLUSTER_ID)
         _say("created 4 sources (AWS, Azure, GCP, OpenShift); their events are on Kafka")
+        if _wait_for_ocp_provider(settings.database_url, stop):
+            shutil.rmtree(buckets / "payloads", ignore_errors=True)
+            bodies = announce_payloads(
+                dirs["ocp"], buckets / "payloads", bootstrap=broker.bootstrap, topic=settings.upload_topic
+            )
+            _say(f"announced {len(bodies)} OpenShift payload(s) on {settings.upload_topic} (ocp_upload_sensor)")
         _say(f"Dagster UI: {UI_URL}  (Automation -> platform_sources_sensor; Assets -> sources group)")
         _say("Ctrl-C stops everything")
         while not stop.wait(1.0):

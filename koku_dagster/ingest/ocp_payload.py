@@ -37,6 +37,7 @@ MAX_MEMBERS = 1_000
 MAX_UNPACKED_BYTES = 4 << 30
 CHUNK_BYTES = 1 << 20
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
 
 
@@ -117,6 +118,8 @@ def parse_manifest(doc: Any) -> PayloadManifest:
     for key in ("uuid", "cluster_id"):
         if not isinstance(doc.get(key), str) or not doc[key].strip():
             raise ManifestError(f"{MANIFEST_NAME}: {key} is missing")
+    if not _IDENTIFIER.match(doc["uuid"].strip()):  # it names files and folders
+        raise UnsafePayloadError(f"{MANIFEST_NAME}: uuid is not a plain identifier: {doc['uuid'][:80]!r}")
     start = _timestamp(doc.get("start"), "start", required=False)
     end = _timestamp(doc.get("end"), "end", required=False)
     if start and end and (start.year, start.month) != (end.year, end.month) and end.day == 1:

@@ -26,7 +26,6 @@ again leaves the same state.
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import tempfile
 from collections import Counter
@@ -42,7 +41,7 @@ from koku_dagster.db import manifests
 from koku_dagster.db.schema import customer, provider, provider_authentication
 from koku_dagster.db.types import utcnow
 from koku_dagster.ingest import ocp
-from koku_dagster.ingest.errors import IngestError, ManifestError
+from koku_dagster.ingest.errors import IngestError
 from koku_dagster.ingest.ocp_payload import PayloadManifest, extract_payload, fetch_payload, read_manifest
 from koku_dagster.ingest.paths import csv_dir, ocp_line_items_dir
 from koku_dagster.object_store import ObjectStore
@@ -58,7 +57,6 @@ MAX_PAYLOAD_BYTES = 512 << 20
 MAX_UNPACKED_BYTES = 4 << 30
 #: Seconds allowed to connect, and between two reads, while downloading.
 DOWNLOAD_TIMEOUT_SECONDS = 60.0
-_SAFE_UUID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -221,8 +219,6 @@ def process_upload(
                 timeout=limits.timeout_seconds, allowed_file_roots=allowed_roots,
             )
             manifest = read_manifest(tar)
-            if not _SAFE_UUID.match(manifest.uuid):
-                raise ManifestError("manifest.json: uuid is not a plain identifier")
             target = find_cluster_provider(engine, upload.org_id, manifest.cluster_id)
             downloaded = utcnow()
             files = extract_payload(tar, Path(tmp) / "files", manifest, max_total_bytes=limits.max_unpacked_bytes)
