@@ -21,12 +21,14 @@ import calendar
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -55,6 +57,10 @@ SUMMARY_TABLE = "reporting_ocpusagelineitem_daily_summary"
 FOOTER_KEY = b"koku_dagster.ocp_day"
 TIMESTAMPS = ("report_period_start", "report_period_end", "interval_start", "interval_end")
 HOUR_TOLERANCE = Decimal("0.000001")
+#: Worker threads typing a report type's CSV batches (and batches typed ahead of the writer).
+PREPARE_THREADS = 2
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -261,12 +267,17 @@ def _labels(text: pa.Array) -> pa.Array:
 
 
 def _timestamps(text: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """``2024-01-01 00:00:00 +0000 UTC`` text as UTC timestamps, and a mask of unparseable cells."""
-    present = blank_to_null(text)
+    """``2024-01-01 00:00:00 +0000 UTC`` text as UTC timestamps, and a mask of unparseable cells.
+
+    Each distinct text is parsed once (a report repeats the same few hours in every row).
+    """
+    encoded = pc.dictionary_encode(text)
+    present = blank_to_null(encoded.dictionary)
     values = pc.strptime(
         pc.replace_substring_regex(present, r" UTC$", ""), "%Y-%m-%d %H:%M:%S %z", "us", error_is_null=True
     ).cast(TIMESTAMP_TYPE)
-    return values, pc.and_(pc.is_valid(present), pc.is_null(values))
+    invalid = pc.and_(pc.is_valid(present), pc.is_null(values))
+    return pc.take(values, encoded.indices), pc.fill_null(pc.take(invalid, encoded.indices), False)
 
 
 def _numbers(text: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
@@ -276,13 +287,53 @@ def _numbers(text: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
     return numeric, pc.cast(numeric, pa.float64()), pc.and_(pc.is_valid(present), pc.is_null(numeric))
 
 
-class _TypeConverter:
-    """Writes all of one payload's files of one report type into per-day Parquet files."""
+@dataclass(frozen=True)
+class _DayRows:
+    """One batch's rows of one day, with their figures."""
 
-    def __init__(self, report_type: ReportType, manifest_uuid: str, out_dir: Path) -> None:
+    day: date
+    rows: pa.Table
+    uncast_cells: int
+    hours: tuple[int, ...]
+    sums: dict[str, Decimal]
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """A typed batch split by day (computed on a worker thread; written in order by the caller)."""
+
+    source_rows: int
+    no_start: int
+    days: tuple[_DayRows, ...]
+
+
+def _in_order(pool: ThreadPoolExecutor, fn: Callable[[_T], _R], items: Iterable[_T], ahead: int) -> Iterator[_R]:
+    """``fn`` over ``items`` on ``pool``, at most ``ahead`` items ahead of the consumer; results in item order."""
+    pending: deque[Future[_R]] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+class _TypeConverter:
+    """Writes all of one payload's files of one report type into per-day Parquet files.
+
+    Batches are typed and split by day on ``pool`` (pyarrow compute releases the GIL) while this
+    thread reads the CSV and writes the day files, in the order of the rows.
+    """
+
+    def __init__(self, report_type: ReportType, manifest_uuid: str, out_dir: Path, pool: ThreadPoolExecutor) -> None:
         self.type = report_type
         self.manifest_uuid = manifest_uuid
         self.out_dir = out_dir
+        self.pool = pool
         self.days: dict[date, _DayWriter] = {}
         self.source_rows = self.no_start = 0
 
@@ -290,12 +341,12 @@ class _TypeConverter:
         header = [h.strip().lower() for h in read_header(lambda: path.open("rb"), path.name)]
         position = {name: column_position(i) for i, name in reversed(list(enumerate(header)))}
         needed = [position[n] for n in self.type.schema.names if n in position]
-        for batch in record_batches(lambda: path.open("rb"), path.name, len(header), needed):
-            self._add_batch(batch, position)
+        batches = record_batches(lambda: path.open("rb"), path.name, len(header), needed)
+        for typed in _in_order(self.pool, lambda b: self._type_batch(b, position), batches, PREPARE_THREADS):
+            self._store(typed)
 
-    def _add_batch(self, batch: pa.RecordBatch, position: dict[str, str]) -> None:
+    def _type_batch(self, batch: pa.RecordBatch, position: dict[str, str]) -> _Batch:
         n = batch.num_rows
-        self.source_rows += n
         columns: dict[str, pa.Array] = {}
         bad = pa.repeat(False, n)
         numeric_text: dict[str, pa.Array] = {}
@@ -320,21 +371,29 @@ class _TypeConverter:
             bad = pc.add(pc.cast(bad, pa.int32()), pc.cast(invalid, pa.int32()))
         table = pa.Table.from_pydict(columns, schema=self.type.schema)
         start = columns["interval_start"]
-        self.no_start += start.null_count
         day_of_row = pc.cast(start, pa.date32())
+        days = []
         for day in pc.unique(day_of_row.drop_null()).to_pylist():
             mask = pc.fill_null(pc.equal(day_of_row, pa.scalar(day, pa.date32())), False)
-            target = self._writer(day)
             rows = table.filter(mask)
-            target.writer.write_table(rows)
-            target.rows += rows.num_rows
-            target.uncast_cells += pc.sum(pc.filter(bad, mask)).as_py() or 0
             hours = pc.unique(pc.hour(rows.column("interval_start"))).to_pylist()
-            target.hours.update(h for h in hours if h is not None)
-            for name in self.type.summed:
-                if name in numeric_text:
-                    total = exact_sum(pc.filter(numeric_text[name], mask))
-                    target.sums[name] = target.sums.get(name, Decimal(0)) + total
+            sums = {name: exact_sum(pc.filter(numeric_text[name], mask))
+                    for name in self.type.summed if name in numeric_text}
+            days.append(_DayRows(day, rows, pc.sum(pc.filter(bad, mask)).as_py() or 0,
+                                 tuple(h for h in hours if h is not None), sums))
+        return _Batch(n, start.null_count, tuple(days))
+
+    def _store(self, batch: _Batch) -> None:
+        self.source_rows += batch.source_rows
+        self.no_start += batch.no_start
+        for part in batch.days:
+            target = self._writer(part.day)
+            target.writer.write_table(part.rows)
+            target.rows += part.rows.num_rows
+            target.uncast_cells += part.uncast_cells
+            target.hours.update(part.hours)
+            for name, total in part.sums.items():
+                target.sums[name] = target.sums.get(name, Decimal(0)) + total
 
     def _writer(self, day: date) -> _DayWriter:
         if day not in self.days:
@@ -421,12 +480,13 @@ def convert_payload(
     out_root.mkdir(parents=True, exist_ok=True)
     days: list[DayFile] = []
     source_rows = no_start = uncast = 0
-    with tempfile.TemporaryDirectory(dir=out_root, prefix=".ocp-incoming-") as tmp:
+    with (tempfile.TemporaryDirectory(dir=out_root, prefix=".ocp-incoming-") as tmp,
+          ThreadPoolExecutor(max_workers=PREPARE_THREADS, thread_name_prefix="ocp-convert") as pool):
         for report_type in REPORT_TYPES:
             names = [n for n, t in types.items() if t is report_type]
             if not names:
                 continue
-            converter = _TypeConverter(report_type, manifest.uuid, Path(tmp))
+            converter = _TypeConverter(report_type, manifest.uuid, Path(tmp), pool)
             try:
                 for name in names:
                     converter.add_file(files[name])
