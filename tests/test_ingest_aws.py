@@ -18,11 +18,12 @@ from pathlib import Path
 import nise
 import pyarrow as pa
 import pyarrow.parquet as pq
+import boto3
 import pytest
 
 from koku_dagster.ingest import aws
 from koku_dagster.ingest.aws_columns import LINE_ITEM_SCHEMA, normalize_legacy
-from koku_dagster.ingest.aws_source import LocalReportSource, S3ReportSource, assume_role_s3_client
+from koku_dagster.ingest.aws_source import LocalReportSource, S3ReportSource, assume_role_credentials
 from koku_dagster.ingest.errors import (
     CorruptReportError,
     ManifestError,
@@ -425,8 +426,12 @@ def test_s3_source_with_role_assumption(moto: object, nise_random: Path, tmp_pat
             admin.put_object(Bucket="cur-bucket", Key=key, Body=json.dumps(doc).encode())
         elif path.is_file():
             admin.upload_file(str(path), "cur-bucket", key)
-    client = assume_role_s3_client("arn:aws:iam::123456789012:role/cost", "ext-id", region="us-east-1",
-                                   endpoint_url=moto.endpoint_url)  # type: ignore[attr-defined]
+    credentials = assume_role_credentials("arn:aws:iam::123456789012:role/cost", "ext-id", region="us-east-1",
+                                          endpoint_url=moto.endpoint_url)  # type: ignore[attr-defined]
+    assert credentials["aws_session_token"]
+    client = boto3.session.Session().client(
+        "s3", region_name="us-east-1", endpoint_url=moto.endpoint_url, **credentials  # type: ignore[attr-defined]
+    )
     source = S3ReportSource(client, "cur-bucket", prefix="reports")
     manifest = source.find_manifest(OCTOBER)
     assert manifest is not None and manifest.report_name == "cur"

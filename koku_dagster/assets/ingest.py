@@ -63,7 +63,7 @@ def _month(ctx: ProviderContext, month: date, object_store: ObjectStoreResource,
 
 
 def _source(ctx: ProviderContext, object_store: ObjectStoreResource) -> ReportSource:
-    return report_source_for(ctx, object_store.roots(), object_store.endpoint_url)
+    return report_source_for(ctx, object_store.roots(), object_store.report_s3_client)
 
 
 def _current_manifest(source: ReportSource, month: date, recorded: records.ManifestRecord) -> Manifest:

@@ -207,7 +207,7 @@ class LocalReportSource:
 
 
 class S3ReportSource:
-    """CUR reports in an S3 bucket, read through a boto3 S3 client (see :func:`assume_role_s3_client`)."""
+    """CUR reports in an S3 bucket, read through a boto3 S3 client (with :func:`assume_role_credentials`)."""
 
     def __init__(self, client: Any, bucket: str, prefix: str = "", report_name: str | None = None) -> None:
         self.client = client
@@ -272,14 +272,15 @@ class S3ReportSource:
         return str(head["ETag"]).strip('"')
 
 
-def assume_role_s3_client(
+def assume_role_credentials(
     role_arn: str,
     external_id: str | None = None,
     *,
     region: str | None = None,
     endpoint_url: str | None = None,
-) -> Any:
-    """An S3 client acting as ``role_arn`` (STS AssumeRole, with the external id when one is set)."""
+) -> dict[str, str]:
+    """Temporary credentials of ``role_arn`` (STS AssumeRole, with the external id when one is set),
+    as the keyword arguments of an S3 client."""
     import boto3
 
     params: dict[str, str] = {"RoleArn": role_arn, "RoleSessionName": "KokuDagsterDownloader"}
@@ -287,11 +288,8 @@ def assume_role_s3_client(
         params["ExternalId"] = external_id
     session = boto3.session.Session()  # credentials as the environment has them now
     creds = session.client("sts", region_name=region, endpoint_url=endpoint_url).assume_role(**params)["Credentials"]
-    return session.client(
-        "s3",
-        region_name=region,
-        endpoint_url=endpoint_url,
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-    )
+    return {
+        "aws_access_key_id": creds["AccessKeyId"],
+        "aws_secret_access_key": creds["SecretAccessKey"],
+        "aws_session_token": creds["SessionToken"],
+    }

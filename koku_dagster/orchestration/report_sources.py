@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import shutil
 from contextlib import closing
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from koku_dagster.ingest.aws_source import LocalReportSource, Manifest, ReportSource, S3ReportSource, assume_role_s3_client
+from koku_dagster.ingest.aws_source import LocalReportSource, Manifest, ReportSource, S3ReportSource
 from koku_dagster.ingest.azure_source import LocalAzureExports
 from koku_dagster.ingest.gcp_source import LocalGcpExports
 from koku_dagster.ingest.errors import IngestError
@@ -28,7 +29,11 @@ def _local_dir(ctx: ProviderContext, key: str, local_roots: tuple[Path, ...]) ->
         raise IngestError(str(exc)) from None
 
 
-def report_source_for(ctx: ProviderContext, local_roots: tuple[Path, ...], endpoint_url: str | None) -> ReportSource:
+#: Builds the S3 client of an AWS provider: (role ARN, external id, bucket region) -> boto3 S3 client.
+S3ClientFactory = Callable[[str, str | None, str | None], Any]
+
+
+def report_source_for(ctx: ProviderContext, local_roots: tuple[Path, ...], s3_client: S3ClientFactory) -> ReportSource:
     """The reader of a provider's cost reports; :class:`IngestError` when it cannot be built."""
     if ctx.type == "AWS-local":
         return LocalReportSource(_local_dir(ctx, "bucket", local_roots))
@@ -37,11 +42,8 @@ def report_source_for(ctx: ProviderContext, local_roots: tuple[Path, ...], endpo
     if ctx.type == "GCP-local":
         return LocalGcpExports(_local_dir(ctx, "bucket", local_roots))
     if ctx.type == "AWS":
-        client = assume_role_s3_client(
-            ctx.credentials.get("role_arn", ""),
-            ctx.credentials.get("external_id"),
-            region=ctx.data_source.get("bucket_region"),
-            endpoint_url=endpoint_url,
+        client = s3_client(
+            ctx.credentials.get("role_arn", ""), ctx.credentials.get("external_id"), ctx.data_source.get("bucket_region")
         )
         return S3ReportSource(client, ctx.data_source.get("bucket", ""))
     if ctx.type == "OCP":

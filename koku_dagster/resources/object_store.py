@@ -1,14 +1,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 
+from koku_dagster.ingest.aws_source import assume_role_credentials
 from koku_dagster.object_store import ObjectStore
 
 
 class ObjectStoreResource(dg.ConfigurableResource):
-    """Where archived CSV and Parquet live (``KOKU_OBJECT_STORE_URL``), and the local bucket roots."""
+    """Where archived CSV and Parquet live (``KOKU_OBJECT_STORE_URL``), and where reports are read:
+    the local bucket roots, and AWS report buckets (``AWS_ENDPOINT_URL`` for both S3 uses)."""
 
     url: str
     endpoint_url: str | None = None
@@ -21,3 +25,8 @@ class ObjectStoreResource(dg.ConfigurableResource):
 
     def roots(self) -> tuple[Path, ...]:
         return tuple(Path(p).resolve() for p in self.local_bucket_roots.split(":") if p)
+
+    def report_s3_client(self, role_arn: str, external_id: str | None, region: str | None) -> Any:
+        """An S3 client of ``dagster_aws`` acting as the provider's role (STS AssumeRole)."""
+        credentials = assume_role_credentials(role_arn, external_id, region=region, endpoint_url=self.endpoint_url)
+        return S3Resource(endpoint_url=self.endpoint_url, region_name=region, **credentials).get_client()
