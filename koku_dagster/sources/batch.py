@@ -169,7 +169,7 @@ def process_batch(
     by_tenant: dict[Tenant, list[int]] = defaultdict(list)
     for source_id, events in groups.items():
         by_tenant[events[0].tenant].append(source_id)
-    platform.prefetch(dict(by_tenant))
+    platform.prefetch(dict(by_tenant), workers=workers)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = [
             pool.submit(_process_group, sid, before.get(sid), evs, platform, high_water) for sid, evs in groups.items()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from koku_dagster.sources.client import SourcesClient
@@ -43,44 +44,52 @@ class PlatformView:
             self._cache[key] = value
         return value
 
-    def prefetch(self, sources_by_tenant: dict[Tenant, list[int]], chunk: int = 100) -> int:
+    def prefetch(self, sources_by_tenant: dict[Tenant, list[int]], chunk: int = 100, workers: int = 1) -> int:
         """Answer the batch's usual questions with a few list calls per tenant; return the calls made.
 
         Fills the cache for sources found in the lists (details, cost application, attachment,
         authentications attached to the application). Anything not found is asked per source
         later, exactly as without prefetching, so "source not found" and other answers keep
         their meaning. A failing list call is only logged: the per-source calls then run.
+        Chunks of ``chunk`` sources are asked by up to ``workers`` threads at once.
         """
-        calls = 0
-        for tenant, ids in sources_by_tenant.items():
-            for start in range(0, len(ids), chunk):
-                part = sorted(set(ids[start : start + chunk]))
-                try:
-                    apps = self.client.applications_by_source(part, self.cost_type_id, tenant)
-                    details = self.client.sources_by_id(part, tenant)
-                    auths = (
-                        self.client.authentications_by_application(
-                            sorted(a.id for a in apps.values()), sorted(COST_AUTHTYPES.values()), tenant
-                        )
-                        if apps
-                        else {}
-                    )
-                    calls += 3 if apps else 2
-                except SourcesError as exc:
-                    log.info("prefetch skipped for %s sources: %s", len(part), exc)
-                    continue
-                with self._lock:
-                    for source_id in part:
-                        app = apps.get(source_id)
-                        self._cache[("application", source_id)] = app
-                        self._cache[("attached", source_id)] = app is not None
-                        if source_id in details:
-                            self._cache[("details", source_id)] = details[source_id]
-                        for authtype in COST_AUTHTYPES.values():
-                            found = auths.get((app.id, authtype)) if app else None
-                            if found is not None:
-                                self._cache[("auth", source_id, authtype)] = found
-                    self.calls += 3 if apps else 2
+        tasks = [
+            (tenant, sorted(set(ids[start : start + chunk])))
+            for tenant, ids in sources_by_tenant.items()
+            for start in range(0, len(ids), chunk)
+        ]
+        if workers <= 1 or len(tasks) <= 1:
+            return sum(self._prefetch_part(tenant, part) for tenant, part in tasks)
+        with ThreadPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
+            return sum(pool.map(lambda task: self._prefetch_part(*task), tasks))
+
+    def _prefetch_part(self, tenant: Tenant, part: list[int]) -> int:
+        try:
+            apps = self.client.applications_by_source(part, self.cost_type_id, tenant)
+            details = self.client.sources_by_id(part, tenant)
+            auths = (
+                self.client.authentications_by_application(
+                    sorted(a.id for a in apps.values()), sorted(COST_AUTHTYPES.values()), tenant
+                )
+                if apps
+                else {}
+            )
+        except SourcesError as exc:
+            log.info("prefetch skipped for %s sources: %s", len(part), exc)
+            return 0
+        calls = 3 if apps else 2
+        with self._lock:
+            for source_id in part:
+                app = apps.get(source_id)
+                self._cache[("application", source_id)] = app
+                self._cache[("attached", source_id)] = app is not None
+                if source_id in details:
+                    self._cache[("details", source_id)] = details[source_id]
+                for authtype in COST_AUTHTYPES.values():
+                    found = auths.get((app.id, authtype)) if app else None
+                    if found is not None:
+                        self._cache[("auth", source_id, authtype)] = found
+            self.calls += calls
         return calls
 
     def known_application_id(self, source_id: int) -> int | None:

@@ -5,17 +5,19 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
 from koku_dagster.db.schema import sources
 from koku_dagster.sources.client import SourcesClient
 from koku_dagster.sources.errors import SourcesError
-from koku_dagster.sources.model import SourceRecord
-from koku_dagster.sources.store import load_records, record_from_row
+from koku_dagster.sources.model import Tenant
 
 log = logging.getLogger(__name__)
 
+#: Statuses one worker task sends in a row (fewer tasks to hand out than statuses).
+_TASK_SIZE = 16
 
 _CLEAR_PENDING = (
     sa.update(sources).where(sources.c.source_id == sa.bindparam("key_source_id")).values(status_push_pending=False)
@@ -29,7 +31,17 @@ class PushSummary:
     failed: int
 
 
-def _push_one(client: SourcesClient, cost_type_id: int, record: SourceRecord) -> bool | None:
+@dataclass(frozen=True)
+class _Pending:
+    """What sending one source's status needs (read from its ``api_sources`` row)."""
+
+    source_id: int
+    tenant: Tenant | None
+    status: dict[str, Any] | None
+    application_id: int | None
+
+
+def _push_one(client: SourcesClient, cost_type_id: int, record: _Pending) -> bool | None:
     """True sent, False nothing to send to (application gone), None failed (retried later)."""
     tenant = record.tenant
     if tenant is None or record.status is None:
@@ -48,32 +60,56 @@ def _push_one(client: SourcesClient, cost_type_id: int, record: SourceRecord) ->
         return None
 
 
-def push_pending_statuses(
-    engine: sa.Engine, client: SourcesClient, cost_type_id: int, *, limit: int, workers: int
-) -> PushSummary:
+def _pending(conn: sa.Connection, limit: int) -> list[_Pending]:
     query = (
-        sa.select(sources)
+        sa.select(
+            sources.c.source_id,
+            sources.c.auth_header,
+            sources.c.org_id,
+            sources.c.account_id,
+            sources.c.status,
+            sources.c.application_id,
+        )
         .where(sources.c.status_push_pending, ~sources.c.out_of_order_delete)
         .order_by(sources.c.source_id)
         .limit(limit)
     )
+    return [
+        _Pending(
+            source_id,
+            Tenant(auth_header, org_id, account_id) if auth_header and org_id else None,
+            status or None,
+            application_id,
+        )
+        for source_id, auth_header, org_id, account_id, status, application_id in conn.execute(query)
+    ]
+
+
+def push_pending_statuses(
+    engine: sa.Engine, client: SourcesClient, cost_type_id: int, *, limit: int, workers: int
+) -> PushSummary:
     with engine.connect() as conn:
-        records = [record_from_row(row) for row in conn.execute(query).mappings()]
+        records = _pending(conn, limit)
     if not records:
         return PushSummary(0, 0, 0)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(lambda r: _push_one(client, cost_type_id, r), records))
-    done = [r for r, ok in zip(records, results, strict=True) if ok is not None]
+    tasks = [records[i : i + _TASK_SIZE] for i in range(0, len(records), _TASK_SIZE)]
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(tasks)))) as pool:
+        done_tasks = pool.map(lambda task: [_push_one(client, cost_type_id, r) for r in task], tasks)
+        results = [ok for task_results in done_tasks for ok in task_results]
+    done = {r.source_id: r.status for r, ok in zip(records, results, strict=True) if ok is not None}
     with engine.begin() as conn:
-        current = load_records(conn, [r.source_id for r in done])
         # Clear the flag only if the status was not changed again meanwhile.
-        cleared = [
-            {"key_source_id": record.source_id}
-            for record in done
-            if (now := current.get(record.source_id)) is not None
-            and now.status_push_pending
-            and now.status == record.status
-        ]
+        cleared = []
+        ids = sorted(done)
+        for start in range(0, len(ids), 500):
+            query = sa.select(sources.c.source_id, sources.c.status_push_pending, sources.c.status).where(
+                sources.c.source_id.in_(ids[start : start + 500])
+            )
+            cleared += [
+                {"key_source_id": source_id}
+                for source_id, pending, status in conn.execute(query)
+                if pending and (status or None) == done[source_id]
+            ]
         if cleared:
             conn.execute(_CLEAR_PENDING, cleared)  # one executemany
     sent = sum(1 for ok in results if ok)
