@@ -19,11 +19,6 @@ log = logging.getLogger(__name__)
 #: Statuses one worker task sends in a row (fewer tasks to hand out than statuses).
 _TASK_SIZE = 16
 
-_CLEAR_PENDING = (
-    sa.update(sources).where(sources.c.source_id == sa.bindparam("key_source_id")).values(status_push_pending=False)
-)
-
-
 @dataclass(frozen=True)
 class PushSummary:
     sent: int
@@ -99,19 +94,20 @@ def push_pending_statuses(
     done = {r.source_id: r.status for r, ok in zip(records, results, strict=True) if ok is not None}
     with engine.begin() as conn:
         # Clear the flag only if the status was not changed again meanwhile.
-        cleared = []
         ids = sorted(done)
         for start in range(0, len(ids), 500):
             query = sa.select(sources.c.source_id, sources.c.status_push_pending, sources.c.status).where(
                 sources.c.source_id.in_(ids[start : start + 500])
             )
-            cleared += [
-                {"key_source_id": source_id}
+            cleared = [
+                source_id
                 for source_id, pending, status in conn.execute(query)
                 if pending and (status or None) == done[source_id]
             ]
-        if cleared:
-            conn.execute(_CLEAR_PENDING, cleared)  # one executemany
+            if cleared:
+                conn.execute(
+                    sa.update(sources).where(sources.c.source_id.in_(cleared)).values(status_push_pending=False)
+                )
     sent = sum(1 for ok in results if ok)
     skipped = sum(1 for ok in results if ok is False)
     return PushSummary(sent, skipped, len(results) - sent - skipped)
