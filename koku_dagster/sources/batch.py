@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 #: after this many attempts and recorded as rejected; the stream then moves on.
 MAX_MESSAGE_ATTEMPTS = 6
 _RETRY_BASE_SECONDS = 5.0
+#: Sources one worker task applies in a row.
+_TASK_SIZE = 8
 
 TopicPartition = tuple[str, int]
 
@@ -170,11 +172,15 @@ def process_batch(
     for source_id, events in groups.items():
         by_tenant[events[0].tenant].append(source_id)
     platform.prefetch(dict(by_tenant), workers=workers)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [
-            pool.submit(_process_group, sid, before.get(sid), evs, platform, high_water) for sid, evs in groups.items()
-        ]
-        group_results = [f.result() for f in futures]
+    # Sources are handed out in tasks of a few (fewer tasks than sources); a source's events
+    # stay together, in offset order.
+    items = list(groups.items())
+    tasks = [items[i : i + _TASK_SIZE] for i in range(0, len(items), _TASK_SIZE)]
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(tasks)))) as pool:
+        done = pool.map(
+            lambda task: [_process_group(sid, before.get(sid), evs, platform, high_water) for sid, evs in task], tasks
+        )
+        group_results = [g for task_results in done for g in task_results]
     result.api_calls = platform.calls - calls_before
 
     # Where each partition may resume: the first failed message, else after the last one read.
