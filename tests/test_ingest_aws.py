@@ -373,15 +373,29 @@ def test_rows_of_the_wrong_width(nise_static: Path, tmp_path: Path) -> None:
     assert not any((tmp_path / "out").rglob("*.parquet"))
 
 
-def test_non_numeric_costs_and_rows_outside_the_month(nise_static: Path, tmp_path: Path) -> None:
-    """Unparseable amounts become NULL and are counted (not fatal); rows of other months are dropped
-    and counted; the raw cost of the month's rows still equals the summary's."""
+def test_non_numeric_costs_fail_the_file(nise_static: Path, tmp_path: Path) -> None:
+    """A cost that cannot be read would make the month's total wrong: the file fails, naming it."""
     bucket = _copy(nise_static, tmp_path)
 
     def damage(header: list[str], rows: list[list[str]]) -> tuple[list[str], list[list[str]]]:
-        ub, start = header.index("lineItem/UnblendedCost"), header.index("lineItem/UsageStartDate")
-        rows[0][ub] = "n/a"
-        rows[1][ub] = "12,5"
+        rows[3][header.index("lineItem/UnblendedCost")] = "12,5"
+        return header, rows
+
+    _edit_report(bucket, damage)
+    with pytest.raises(ReportFormatError, match=r"non-numeric lineitem_unblendedcost value '12,5'"):
+        ingest(LocalReportSource(bucket), tmp_path / "out")
+    assert not list((tmp_path / "out").rglob("*.parquet"))
+
+
+def test_non_numeric_usage_and_rows_outside_the_month(nise_static: Path, tmp_path: Path) -> None:
+    """Unparseable non-cost amounts and dates become NULL and are counted (not fatal); rows of other
+    months are dropped and counted; the raw cost of the month's rows still equals the summary's."""
+    bucket = _copy(nise_static, tmp_path)
+
+    def damage(header: list[str], rows: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+        usage, start = header.index("lineItem/UsageAmount"), header.index("lineItem/UsageStartDate")
+        rows[0][usage] = "n/a"
+        rows[1][usage] = "12,5"
         rows[2][start] = "not a date"
         extra = [list(r) for r in rows[:5]]
         for r in extra:

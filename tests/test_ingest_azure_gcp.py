@@ -249,17 +249,22 @@ def test_azure_rerun_is_idempotent(azure_dir: Path, tmp_path: Path) -> None:
     assert not [p for p in (out / "data").rglob(".*")]  # no staging leftovers
 
 
-def test_azure_non_numeric_cost_is_counted(azure_dir: Path, tmp_path: Path) -> None:
+def test_azure_non_numeric_cost_fails_and_other_bad_cells_are_counted(azure_dir: Path, tmp_path: Path) -> None:
     storage = _copy(azure_dir, tmp_path)
     path = _only_csv(storage)
     header, rows = _read_csv(path)
-    rows[0][header.index("CostInBillingCurrency")] = "n/a"
+    rows[0][header.index("Quantity")] = "n/a"
     rows[1][header.index("Tags")] = "{not json"
     _write_csv(path, header, rows)
     raw = _raw_azure(path)
     totals = _azure_run(storage, tmp_path / "out")
     assert totals.uncast_cells == 2 and totals.line_item_rows == raw.rows
     assert totals.raw_pretax_cost == raw.pretax and totals.costs_match
+
+    rows[2][header.index("CostInBillingCurrency")] = "n/a"
+    _write_csv(path, header, rows)
+    with pytest.raises(ReportFormatError, match=r"non-numeric costinbillingcurrency value 'n/a'"):
+        _azure_run(storage, tmp_path / "out2")
 
 
 def test_azure_missing_columns_and_truncated_file(azure_dir: Path, tmp_path: Path) -> None:
@@ -400,7 +405,7 @@ def test_gcp_bad_input(gcp_dir: Path, tmp_path: Path) -> None:
     bucket = _copy(gcp_dir, tmp_path, "bad-cost")
     path = _only_csv(bucket)
     header, rows = _read_csv(path)
-    rows[0][header.index("cost")] = "twelve"
+    rows[0][header.index("usage.amount")] = "twelve"
     rows[1][header.index("credits")] = "[{broken"
     rows[1][header.index("invoice.month")] = "202610"
     _write_csv(path, header, rows)
@@ -409,6 +414,10 @@ def test_gcp_bad_input(gcp_dir: Path, tmp_path: Path) -> None:
     want = sum((d for r in rows if r[invoice] == "202610" and (d := _decimal(r[cost])) is not None), start=Decimal(0))
     assert totals.uncast_cells == 2 and totals.raw_cost == want  # "twelve" and the broken credits, counted
     assert _close(totals.summary_cost, want) and totals.costs_match
+    rows[0][cost] = "twelve"
+    _write_csv(path, header, rows)
+    with pytest.raises(ReportFormatError, match=r"non-numeric cost value 'twelve'"):
+        _gcp_run(bucket, tmp_path / "out2")
 
     bucket = _copy(gcp_dir, tmp_path, "no-invoice")
     path = _only_csv(bucket)

@@ -112,7 +112,7 @@ class _Normaliser(ConversionCounts):
         for name in AMOUNT_COLUMNS:
             header = self.columns.get(name)
             if header:
-                texts[name], out[name] = self.cast_amounts(batch.column(header))
+                texts[name], out[name] = self.cast_amounts(batch.column(header), name)
             else:
                 out[name] = pa.repeat(pa.scalar(0.0), n)
         out[RESOURCE_TAGS] = _json_objects([(k, batch.column(h)) for k, h in self.tags], n)

@@ -118,7 +118,7 @@ class CsvTable(ConversionCounts):
         """(numeric text, float64) of a column; non-numeric cells null and counted, absent columns 0."""
         if name not in self.columns:
             return pa.nulls(batch.num_rows, pa.string()), pa.repeat(pa.scalar(0.0), batch.num_rows)
-        return self.cast_amounts(self.text(batch, name))
+        return self.cast_amounts(self.text(batch, name), name)
 
     def timestamps(self, batch: pa.RecordBatch, name: str) -> pa.Array:
         """ISO 8601 or :data:`DATE_FORMATS` dates/times as UTC timestamps; unparseable cells null and counted."""

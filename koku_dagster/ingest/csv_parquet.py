@@ -187,9 +187,17 @@ class ConversionCounts:
         self.rows = self.outside = self.no_start = self.uncast = 0
         self.raw = {c: Decimal(0) for c in raw_sums}
 
-    def cast_amounts(self, text: pa.Array) -> tuple[pa.Array, pa.Array]:
-        """(numeric text, float64) by :func:`lenient_amounts`."""
+    def cast_amounts(self, text: pa.Array, column: str | None = None) -> tuple[pa.Array, pa.Array]:
+        """(numeric text, float64) by :func:`lenient_amounts`.
+
+        Other amounts are lenient (null and counted), but a cost ``column`` whose raw sum is kept
+        (one of ``raw_sums``) must be numeric: a cost that cannot be read fails the file, since the
+        month's total would otherwise be wrong without anyone noticing.
+        """
         numeric, values, bad = lenient_amounts(text)
+        if bad and column in self.raw:
+            example = pc.filter(text, pc.and_(pc.is_null(numeric), pc.not_equal(text, "")))[0].as_py()
+            raise ReportFormatError(f"non-numeric {column} value {str(example)[:40]!r} ({bad} such cells)")
         self.uncast += bad
         return numeric, values
 
@@ -243,6 +251,10 @@ def write_converted(
                 writer.write_table(converter.convert(batch))
             stats = converter.stats(source_rows)
             writer.add_key_value_metadata({STATS_METADATA_KEY: json.dumps(stats.as_dict())})
+    except ReportFormatError as exc:
+        out_path.unlink(missing_ok=True)
+        message = str(exc)
+        raise ReportFormatError(message if message.startswith(f"{name}:") else f"{name}: {message}") from None
     except BaseException:
         out_path.unlink(missing_ok=True)
         raise
