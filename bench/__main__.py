@@ -1,4 +1,5 @@
-"""``python -m bench [--only sources|ingest_aws] [--sources N] [--aws-rows N]``: run the benchmarks, print tables."""
+"""``python -m bench [--only sources|ingest_aws|ingest_ocp] [--sources N] [--aws-rows N] [--ocp-rows N]``: run the
+benchmarks, print tables."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import argparse
 import sys
 import time
 
-from bench import ingest_aws, sources_sync
+from bench import ingest_aws, ingest_ocp, sources_sync
 from bench._util import machine
 
-BENCHMARKS = {sources_sync.NAME: sources_sync, ingest_aws.NAME: ingest_aws}
+BENCHMARKS = {sources_sync.NAME: sources_sync, ingest_aws.NAME: ingest_aws, ingest_ocp.NAME: ingest_ocp}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, SQLite files)")
     parser.add_argument("--aws-rows", type=int, default=500_000,
                         help="rows of the nise AWS month for ingest_aws (default 500000; cached in bench/.data)")
-    parser.add_argument("--repeats", type=int, default=3, help="ingest_aws: runs per approach (median reported)")
+    parser.add_argument("--ocp-rows", type=int, default=1_000_000,
+                        help="rows of the nise OpenShift month for ingest_ocp (default 1000000; cached in bench/.data)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="ingest_aws, ingest_ocp: runs per approach (median reported)")
     options = parser.parse_args(argv)
     selected = list(dict.fromkeys(options.only or BENCHMARKS))
 
@@ -44,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     ingest_rows: list[dict] = []
     for name in selected:
         if name == ingest_aws.NAME:  # prints its own table as it finishes
-            ingest_rows = ingest_aws.run(options.aws_rows, options.repeats)
+            ingest_rows += ingest_aws.run(options.aws_rows, options.repeats)
+        elif name == ingest_ocp.NAME:
+            ingest_rows += ingest_ocp.run(options.ocp_rows, options.repeats)
         else:
             rows.extend(BENCHMARKS[name].run(options))
     facts = machine()
@@ -57,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if sources_sync.NAME in selected:
         print(sources_sync.report([r for r in rows if r.benchmark == sources_sync.NAME]))
     print()
-    bad = [r for r in rows if not r.ok] + [r for r in ingest_rows if not r["cost_ok"]]
+    bad = [r for r in rows if not r.ok] + [r for r in ingest_rows if not r.get("cost_ok", r.get("usage_ok"))]
     print(f"total bench time {time.monotonic() - started:.0f} s; "
           + (f"{len(bad)} run(s) FAILED their correctness check" if bad else "all correctness checks passed"))
     return 1 if bad else 0

@@ -21,20 +21,19 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing as mp
 import os
-import queue
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from bench.measure import HEADERS, cells, measure, summarise
+from bench.measure import duckdb_default as _duckdb_default
 
 NAME = "ingest_aws"
 DATA_DIR = Path(__file__).resolve().parent / ".data"
@@ -74,15 +73,6 @@ def dataset(rows_target: int) -> Path:
                        cwd=scratch, check=True, capture_output=True)
     (home / "complete").touch()
     return bucket
-
-
-def _duckdb_default() -> Any:
-    """DuckDB with its default settings (all cores, 80 % of RAM), UTC session, no progress bar."""
-    import duckdb
-
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'; SET enable_progress_bar = false")
-    return con
 
 
 def raw_unblended_cost(files: list[Path]) -> Decimal:
@@ -269,39 +259,20 @@ def _pandas(bucket: Path, out: Path) -> tuple[int, Path]:
 _RUNNERS: dict[str, Callable[[Path, Path], tuple[int, Path]]] = {"ours": _ours, "duckdb": _duckdb, "pandas": _pandas}
 
 
-def _child(approach: str, bucket: str, out: str, results: Any) -> None:
-    """Runs in a spawned process: time one approach, report rows, cost and peak RSS."""
-
-    runner = _RUNNERS[approach]
-    started, cpu_before = time.perf_counter(), os.times()
-    rows, summary = runner(Path(bucket), Path(out))
-    wall, cpu_after = time.perf_counter() - started, os.times()
-    cpu = sum(getattr(cpu_after, f) - getattr(cpu_before, f)
-              for f in ("user", "system", "children_user", "children_system"))
+def _check(result: tuple[int, Path]) -> dict[str, Any]:
+    """Rows, summary rows and summary unblended cost of one run (in its process, after timing)."""
+    rows, summary = result
     with _duckdb_default() as con:
         cost, summary_rows = con.execute(
             "SELECT sum(CAST(unblended_cost AS DECIMAL(38, 12))), count(*) FROM read_parquet($f)",
             {"f": [str(p) for p in Path(summary).glob("*.parquet")]},
         ).fetchone()
-    peak_kb = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    results.put({"approach": approach, "wall_s": wall, "cpu_s": cpu, "rows": rows, "summary_rows": summary_rows,
-                 "summary_unblended_cost": str(cost), "peak_rss_mb": peak_kb / 1024})
+    return {"rows": rows, "summary_rows": summary_rows, "summary_unblended_cost": str(cost)}
 
 
 def _measure(approach: str, bucket: Path) -> dict[str, Any]:
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
     with tempfile.TemporaryDirectory(prefix=f"bench-{approach}-") as out:
-        proc = ctx.Process(target=_child, args=(approach, str(bucket), str(Path(out) / "out"), results))
-        proc.start()
-        while proc.is_alive() or not results.empty():
-            try:
-                result: dict[str, Any] = results.get(timeout=1)
-            except queue.Empty:
-                continue
-            proc.join()
-            return result
-    raise RuntimeError(f"{approach} run failed (exit code {proc.exitcode})")
+        return measure(_RUNNERS[approach], (bucket, Path(out) / "out"), _check, approach)
 
 
 def run(rows_target: int = 500_000, repeats: int = 3) -> list[dict[str, Any]]:
@@ -315,37 +286,14 @@ def run(rows_target: int = 500_000, repeats: int = 3) -> list[dict[str, Any]]:
     for _ in range(repeats):
         for approach in APPROACHES:
             runs[approach].append(_measure(approach, bucket))
-    rows: list[dict[str, Any]] = []
-    for approach, results in runs.items():
-        walls = sorted(r["wall_s"] for r in results)
-        last = results[-1]
-        rows.append({
-            "benchmark": NAME,
-            "approach": approach,
-            "rows": last["rows"],
-            "wall_s": walls[len(walls) // 2],
-            "wall_s_all": [round(w, 2) for w in walls],
-            "cpu_s": sorted(r["cpu_s"] for r in results)[len(results) // 2],
-            "rows_per_s": last["rows"] / walls[len(walls) // 2],
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
-            "summary_rows": last["summary_rows"],
-            "cost_ok": all(abs(Decimal(r["summary_unblended_cost"]) - raw) < Decimal("0.005") for r in results),
-        })
-    by_name = {r["approach"]: r for r in rows}
+    rows = summarise(NAME, runs)
     for row in rows:
-        row["vs_duckdb"] = row["wall_s"] / by_name["duckdb"]["wall_s"]
-        row["vs_pandas"] = row["wall_s"] / by_name["pandas"]["wall_s"]
+        row["cost_ok"] = all(abs(Decimal(r["summary_unblended_cost"]) - raw) < Decimal("0.005")
+                             for r in runs[row["approach"]])
     facts = machine()
     print(f"\nAWS CUR month -> summary, {rows[0]['rows']:,} rows, median of {repeats}; raw unblended cost {raw:.2f}; "
           f"{facts['nproc']} CPUs, {facts['memory']} RAM, load avg {os.getloadavg()[0]:.1f}")
-    print(table(
-        ["approach", "wall s (median)", "runs", "CPU s", "rows/s", "peak RSS MB", "x (a) duckdb", "x (b) pandas",
-         "summary rows", "cost = raw"],
-        [[r["approach"], f"{r['wall_s']:.2f}", " ".join(map(str, r["wall_s_all"])), f"{r['cpu_s']:.1f}",
-          f"{r['rows_per_s']:,.0f}",
-          f"{r['peak_rss_mb']:.0f}", f"{r['vs_duckdb']:.2f}", f"{r['vs_pandas']:.2f}", f"{r['summary_rows']:,}",
-          "yes" if r["cost_ok"] else "NO"] for r in rows],
-    ))
+    print(table([*HEADERS, "cost = raw"], [[*cells(r), "yes" if r["cost_ok"] else "NO"] for r in rows]))
     return rows
 
 
