@@ -25,6 +25,7 @@ from koku_dagster.ingest import ocp
 from koku_dagster.ingest.errors import (
     CorruptPayloadError,
     PayloadDownloadError,
+    IngestError,
     PayloadRefusedError,
     PayloadTooLargeError,
     ReportFileMissingError,
@@ -186,9 +187,7 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, size: int = 3, link: str =
 )
 def test_hostile_members_are_refused(tmp_path: Path, member: tarfile.TarInfo) -> None:
     tar = _tarball(tmp_path / "bad.tar.gz", [member])
-    with pytest.raises(UnsafePayloadError):
-        read_manifest(tar)
-    manifest = parse_manifest({"uuid": "u", "cluster_id": "c", "date": "2026-10-01", "files": []})
+    manifest = read_manifest(tar)  # read up to the manifest only; extraction checks every member
     dest = tmp_path / "sub" / "dest"
     with pytest.raises(UnsafePayloadError):
         extract_payload(tar, dest, manifest)
@@ -217,7 +216,8 @@ def test_size_and_member_limits(tmp_path: Path, payload: Path) -> None:
         extract_payload(payload, tmp_path / "b", manifest, max_members=3)
     big = _tarball(tmp_path / "many.tar.gz", [_member(f"f{i}.csv") for i in range(20)])
     with pytest.raises(PayloadTooLargeError):
-        read_manifest(big, max_members=10)
+        extract_payload(big, tmp_path / "c", read_manifest(big), max_members=10)
+    assert not (tmp_path / "c").exists()
 
 
 def test_manifest_listing_a_missing_file(tmp_path: Path) -> None:
@@ -231,9 +231,12 @@ def test_corrupt_tarball(tmp_path: Path, payload: Path) -> None:
     garbage.write_bytes(b"not a tarball at all" * 100)
     truncated = tmp_path / "truncated.tar.gz"
     truncated.write_bytes(payload.read_bytes()[: payload.stat().st_size // 2])
-    for path in (garbage, truncated):
-        with pytest.raises(CorruptPayloadError):
-            read_manifest(path)
+    with pytest.raises(CorruptPayloadError):
+        read_manifest(garbage)
+    manifest = read_manifest(truncated)  # the manifest comes first and is intact
+    with pytest.raises(CorruptPayloadError):
+        extract_payload(truncated, tmp_path / "dest", manifest)
+    assert not (tmp_path / "dest").exists()
 
 
 # --- fetching ------------------------------------------------------------------------------------
@@ -349,3 +352,31 @@ def test_unknown_report_type_aborts_before_writing(tmp_path: Path, report_dir: P
     with pytest.raises(ReportFormatError, match="odd.csv"):
         ocp.convert_payload(files, manifest, schema=SCHEMA, provider_uuid=PROVIDER, out_root=tmp_path / "store")
     assert not (tmp_path / "store" / "data").exists()
+
+
+def test_hostile_member_before_the_manifest_is_refused_when_reading_it(tmp_path: Path) -> None:
+    path = tmp_path / "first.tar.gz"
+    manifest = json.dumps({"uuid": "u", "cluster_id": "c", "date": "2026-10-01T00:00:00+00:00", "files": []}).encode()
+    with tarfile.open(path, "w:gz") as tar:
+        tar.addfile(_member("../evil.csv"), io.BytesIO(b"x" * _member("../evil.csv").size))
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+    with pytest.raises(UnsafePayloadError):
+        read_manifest(path)
+
+
+def test_a_bad_file_of_a_later_report_type_installs_nothing(tmp_path: Path, report_dir: Path) -> None:
+    """Storage usage converts before pod usage; a damaged pod file still leaves every partition alone."""
+    work = tmp_path / "damaged"
+    shutil.copytree(report_dir, work)
+    assert [t.name for t in ocp.REPORT_TYPES][:2] == ["storage_usage", "pod_usage"]
+    pod = next(p for p in work.glob("*.csv") if "pod_usage_cpu_core_seconds" in p.read_text().split("\n", 1)[0])
+    with pod.open("a") as handle:
+        handle.write("a,b,c\n")  # a row of the wrong width
+    tar = build_payload(work, tmp_path / "damaged.tar.gz")
+    manifest = read_manifest(tar)
+    files = extract_payload(tar, tmp_path / "x", manifest)
+    with pytest.raises(IngestError):
+        ocp.convert_payload(files, manifest, schema=SCHEMA, provider_uuid=PROVIDER, out_root=tmp_path / "store")
+    assert not list((tmp_path / "store").rglob("*.parquet"))

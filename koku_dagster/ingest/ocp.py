@@ -482,6 +482,7 @@ def convert_payload(
     source_rows = no_start = uncast = 0
     with (tempfile.TemporaryDirectory(dir=out_root, prefix=".ocp-incoming-") as tmp,
           ThreadPoolExecutor(max_workers=PREPARE_THREADS, thread_name_prefix="ocp-convert") as pool):
+        converted: list[tuple[ReportType, list[tuple[date, _DayWriter]]]] = []
         for report_type in REPORT_TYPES:
             names = [n for n, t in types.items() if t is report_type]
             if not names:
@@ -495,6 +496,9 @@ def convert_payload(
             source_rows += converter.source_rows
             no_start += converter.no_start
             uncast += sum(w.uncast_cells for _, w in new)
+            converted.append((report_type, new))
+        # Installed only once every file converted: a bad file leaves every partition as it was.
+        for report_type, new in converted:
             days += _install(report_type, new, out_root, schema, provider_uuid, manifest.uuid)
     pa.default_memory_pool().release_unused()
     return PayloadResult(

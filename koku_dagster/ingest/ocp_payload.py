@@ -2,8 +2,9 @@
 
 A payload is a ``.tar.gz`` holding ``manifest.json`` and the CSV files it lists, at the top level (as
 the Cost Management Metrics Operator and nise's ``--insights-upload`` output). The manifest is read
-before anything is extracted; extraction writes only the listed regular files and refuses the whole
-archive when any member could escape the destination (absolute paths, ``..``, links, devices).
+before anything is extracted; extraction, one streaming pass that decompresses the archive once,
+writes only the listed regular files and refuses the whole archive (removing what it wrote) when
+any member could escape the destination (absolute paths, ``..``, links, devices).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 import calendar
 import json
 import re
+import shutil
 import tarfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path, PurePosixPath
@@ -154,29 +157,31 @@ def _member_name(member: tarfile.TarInfo) -> str:
     return "/".join(p for p in path.parts if p != ".")
 
 
-def _scan(tar_path: Path, max_members: int) -> tuple[tarfile.TarFile, dict[str, tarfile.TarInfo]]:
-    """Open the archive and check every member header (nothing is extracted)."""
+def _open(tar_path: Path) -> tarfile.TarFile:
+    """The archive as a stream: members are read in order and the data is decompressed once."""
     try:
-        tar = tarfile.open(tar_path, mode="r:*")
+        return tarfile.open(tar_path, mode="r|*")
     except _TAR_ERRORS as exc:
         raise CorruptPayloadError(f"{tar_path.name}: not a readable tar archive ({exc})") from None
-    members: dict[str, tarfile.TarInfo] = {}
+
+
+def _members(tar: tarfile.TarFile, tar_path: Path, max_members: int) -> Iterator[tuple[str, tarfile.TarInfo]]:
+    """Each member with its checked name, in archive order (see :func:`_member_name`)."""
+    seen: set[str] = set()
+    count = 0
     try:
-        while (member := tar.next()) is not None:
-            if len(members) >= max_members:
+        for member in tar:
+            count += 1
+            if count > max_members:
                 raise PayloadTooLargeError(f"{tar_path.name}: more than {max_members} members")
             name = _member_name(member)
             if member.isreg():
-                if name in members:
+                if name in seen:
                     raise UnsafePayloadError(f"{tar_path.name}: member {name!r} appears twice")
-                members[name] = member
+                seen.add(name)
+            yield name, member
     except _TAR_ERRORS as exc:
-        tar.close()
         raise CorruptPayloadError(f"{tar_path.name}: damaged tar archive ({exc})") from None
-    except BaseException:
-        tar.close()
-        raise
-    return tar, members
 
 
 def _copy(source: IO[bytes], target: IO[bytes], limit: int, what: str) -> int:
@@ -191,18 +196,25 @@ def _copy(source: IO[bytes], target: IO[bytes], limit: int, what: str) -> int:
 
 
 def read_manifest(tar_path: Path, *, max_members: int = MAX_MEMBERS) -> PayloadManifest:
-    """Read and validate ``manifest.json`` from the archive without extracting anything."""
-    tar, members = _scan(tar_path, max_members)
-    with tar:
-        member = members.get(MANIFEST_NAME)
-        if member is None:
-            raise ManifestError(f"{tar_path.name}: no {MANIFEST_NAME} at the top level")
-        if member.size > MAX_MANIFEST_BYTES:
-            raise PayloadTooLargeError(f"{tar_path.name}: {MANIFEST_NAME} exceeds {MAX_MANIFEST_BYTES} bytes")
-        try:
-            raw = tar.extractfile(member).read(MAX_MANIFEST_BYTES + 1)  # type: ignore[union-attr]
-        except _TAR_ERRORS as exc:
-            raise CorruptPayloadError(f"{tar_path.name}: damaged {MANIFEST_NAME} ({exc})") from None
+    """Read and validate ``manifest.json`` without extracting anything.
+
+    The archive is read only up to the manifest (operators and nise put it first); the members
+    before it are checked, every member is checked again by :func:`extract_payload`.
+    """
+    raw: bytes | None = None
+    with _open(tar_path) as tar:
+        for name, member in _members(tar, tar_path, max_members):
+            if name != MANIFEST_NAME or not member.isreg():
+                continue
+            if member.size > MAX_MANIFEST_BYTES:
+                raise PayloadTooLargeError(f"{tar_path.name}: {MANIFEST_NAME} exceeds {MAX_MANIFEST_BYTES} bytes")
+            try:
+                raw = tar.extractfile(member).read(MAX_MANIFEST_BYTES + 1)  # type: ignore[union-attr]
+            except _TAR_ERRORS as exc:
+                raise CorruptPayloadError(f"{tar_path.name}: damaged {MANIFEST_NAME} ({exc})") from None
+            break
+    if raw is None:
+        raise ManifestError(f"{tar_path.name}: no {MANIFEST_NAME} at the top level")
     try:
         doc = json.loads(raw)
     except ValueError as exc:
@@ -220,33 +232,43 @@ def extract_payload(
 ) -> dict[str, Path]:
     """Extract the manifest's files (top-level regular files) into ``dest``; return name -> path.
 
-    Every member is checked first and the archive is refused as a whole if any is unsafe. Only the
-    listed files are written, as new regular files (never over existing ones), copying at most ``max_total_bytes`` in all.
-    A listed file missing from the archive raises :class:`ReportFileMissingError`.
+    One pass over the archive: every member is checked, and the listed files are written as new
+    regular files (never over existing ones), at most ``max_total_bytes`` in all. If any member is
+    unsafe, the archive is damaged or a listed file is missing (:class:`ReportFileMissingError`),
+    everything written is removed again: the archive is refused as a whole.
     """
-    tar, members = _scan(tar_path, max_members)
-    with tar:
-        missing = [name for name in manifest.files if name not in members]
+    wanted = set(manifest.files)
+    clashes = [name for name in manifest.files if (dest / name).exists()]
+    if clashes:
+        raise FileExistsError(f"extraction folder already holds {clashes[0]}")
+    created = not dest.exists()
+    extracted: dict[str, Path] = {}
+    budget = max_total_bytes
+    try:
+        with _open(tar_path) as tar:
+            for name, member in _members(tar, tar_path, max_members):
+                if name not in wanted or not member.isreg():
+                    continue
+                if member.size > budget:
+                    raise PayloadTooLargeError(f"{tar_path.name}: listed files exceed {max_total_bytes} bytes")
+                dest.mkdir(parents=True, exist_ok=True)
+                target = dest / name
+                try:
+                    with tar.extractfile(member) as src, target.open("xb") as out:  # type: ignore[union-attr]
+                        extracted[name] = target
+                        budget -= _copy(src, out, budget, f"{tar_path.name}: unpacked content")
+                except _TAR_ERRORS as exc:
+                    raise CorruptPayloadError(f"{tar_path.name}: damaged member {name!r} ({exc})") from None
+        missing = [name for name in manifest.files if name not in extracted]
         if missing:
             raise ReportFileMissingError(missing[0])
-        if sum(members[name].size for name in manifest.files) > max_total_bytes:
-            raise PayloadTooLargeError(f"{tar_path.name}: listed files exceed {max_total_bytes} bytes")
-        dest.mkdir(parents=True, exist_ok=True)
-        clashes = [name for name in manifest.files if (dest / name).exists()]
-        if clashes:
-            raise FileExistsError(f"extraction folder already holds {clashes[0]}")
-        extracted: dict[str, Path] = {}
-        budget = max_total_bytes
-        try:
-            for name in manifest.files:
-                target = dest / name
-                source = tar.extractfile(members[name])
-                with source as src, target.open("xb") as out:  # type: ignore[union-attr]
-                    budget -= _copy(src, out, budget, f"{tar_path.name}: unpacked content")
-                extracted[name] = target
-        except _TAR_ERRORS as exc:
-            raise CorruptPayloadError(f"{tar_path.name}: damaged member ({exc})") from None
-    return extracted
+    except BaseException:
+        for path in extracted.values():
+            path.unlink(missing_ok=True)
+        if created and dest.exists():
+            shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return {name: extracted[name] for name in manifest.files}
 
 
 def fetch_payload(
