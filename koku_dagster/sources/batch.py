@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from koku_dagster.db.schema import consumer_progress, message_retry, rejected_message
+from koku_dagster.db.rejections import record_rejection
+from koku_dagster.db.schema import consumer_progress, message_retry
 from koku_dagster.sources.errors import PoisonMessage, SourceNotFound, SourcesApiError
 from koku_dagster.sources.events import MessagePosition, SourceEvent, event_type_of, parse_message
 from koku_dagster.sources.model import SourceRecord, Tenant
@@ -237,35 +238,13 @@ def process_batch(
     with engine.begin() as conn:
         result.sources_changed = save_records(conn, ((before.get(g.source_id), g.record) for g in group_results))
         for rejection in result.rejected:
-            _record_rejection(conn, rejection, now)
+            record_rejection(conn, rejection.position, rejection.event_type, rejection.reason, now)
         for tp in partitions:
             conn.execute(sa.delete(message_retry).where(message_retry.c.topic == tp[0], message_retry.c.partition == tp[1]))
             if tp in result.retrying:
                 conn.execute(sa.insert(message_retry).values(**retries[tp]))
             _raise_high_water(conn, group_id, tp, applied_through.get(tp, -1))
     return result
-
-
-def _record_rejection(conn: sa.Connection, rejection: Rejection, now: datetime) -> None:
-    pos = rejection.position
-    exists = conn.execute(
-        sa.select(rejected_message.c.id).where(
-            rejected_message.c.topic == pos.topic,
-            rejected_message.c.partition == pos.partition,
-            rejected_message.c.offset == pos.offset,
-        )
-    ).first()
-    if exists is None:
-        conn.execute(
-            sa.insert(rejected_message).values(
-                topic=pos.topic,
-                partition=pos.partition,
-                offset=pos.offset,
-                event_type=(rejection.event_type or "")[:200] or None,
-                reason=rejection.reason[:1000],
-                received_at=now,
-            )
-        )
 
 
 def _raise_high_water(conn: sa.Connection, group_id: str, tp: TopicPartition, offset: int) -> None:

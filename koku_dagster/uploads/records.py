@@ -13,8 +13,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from koku_dagster.db.rejections import record_rejection
 from koku_dagster.db.schema import ocp_payload_upload as uploads
-from koku_dagster.db.schema import rejected_message
 from koku_dagster.db.types import utcnow
 from koku_dagster.sources.events import MessagePosition
 from koku_dagster.uploads.announcements import Announcement
@@ -105,21 +105,7 @@ def record_intake(
             )
             inserted += 1
         for r in rejections:
-            pos = r.position
-            exists = conn.execute(
-                sa.select(rejected_message.c.id).where(
-                    rejected_message.c.topic == pos.topic,
-                    rejected_message.c.partition == pos.partition,
-                    rejected_message.c.offset == pos.offset,
-                )
-            ).first()
-            if exists is None:
-                conn.execute(
-                    sa.insert(rejected_message).values(
-                        topic=pos.topic, partition=pos.partition, offset=pos.offset,
-                        event_type="upload.announce", reason=r.reason[:MAX_REASON], received_at=now,
-                    )
-                )
+            record_rejection(conn, r.position, "upload.announce", r.reason[:MAX_REASON], now)
     return inserted
 
 
