@@ -80,7 +80,8 @@ class BatchConsumer:
         at_end: set[int] = set()
         deadline = time.monotonic() + budget_seconds
         while len(messages) < max_messages and len(at_end) < len(wanted) and time.monotonic() < deadline:
-            batch = self._consumer.consume(num_messages=min(1000, max_messages - len(messages)), timeout=0.25)
+            # A short wait: a partial batch or the end-of-partition events come back without idling.
+            batch = self._consumer.consume(num_messages=min(1000, max_messages - len(messages)), timeout=0.05)
             for msg in batch:
                 err = msg.error()
                 if err is not None:
