@@ -295,3 +295,19 @@ def test_missing_manifest_fails_its_partition_but_a_month_without_reports_does_n
         assert september.success and not september.get_asset_materialization_events()
     status = harness.table("api_sources", "source_id")[0]["status"]
     assert status is None or status.get("availability_status") != "unavailable"  # the report is wrong, not the source
+
+
+def test_a_summary_purges_the_provider_months_beyond_retention(harness: Harness, nise_aws: Path) -> None:
+    from koku_dagster.db import manifests
+
+    uuid, _ = _setup(harness, nise_aws, "retained")
+    old = date(2020, 1, 1)
+    stale = harness.store.local_root / "data/parquet/org1234567/AWS" / f"source={uuid}" / "year=2020" / "month=01"
+    stale.mkdir(parents=True)
+    (stale / "old.parquet").write_bytes(b"old")
+    manifests.record_manifest(harness.engine, uuid, "old-assembly", old, ["old.csv.gz"], None)
+    with dg.instance_for_test() as instance:
+        assert _materialize(harness, instance, uuid).success
+    assert not stale.exists()
+    assert all(m["billing_period_start_datetime"].year == 2026 for m in harness.table("reporting_common_costusagereportmanifest", "id"))
+    assert (harness.store.local_root / "data/parquet/org1234567/AWS" / f"source={uuid}" / "year=2026" / "month=10").is_dir()

@@ -93,7 +93,10 @@ def _purge_expired(
     ingestion: IngestionResource,
     uuid: str,
 ) -> None:
-    """Drop the provider's months older than ``KOKU_RETAIN_NUM_MONTHS`` (files and manifests)."""
+    """Drop the provider's months older than ``KOKU_RETAIN_NUM_MONTHS`` (files and manifests).
+
+    Done after each summary, the one step every provider type's ingestion ends with.
+    """
     cutoff = billing_months(utcnow().date(), ingestion.retain_num_months)[-1]
     files = object_store.store().delete_months_before(uuid, cutoff)
     manifests = records.purge_manifests_before(app_db.engine(), uuid, cutoff)
@@ -141,7 +144,6 @@ def report_manifest(
     except Exception as exc:  # noqa: BLE001 - bad paths, missing buckets, refused credentials
         raise _fail(context, app_db, None, "download", exc, uuid, unavailable=True) from None
     report_availability(engine, uuid, None)
-    _purge_expired(context, app_db, object_store, ingestion, uuid)
     if manifest is None:
         context.log.info(f"no manifest for {month:%Y-%m} yet")
         return
@@ -364,6 +366,7 @@ def daily_summary(
     checks = steps.checks(part)
     records.set_step(engine, recorded.id, "summary", "end")
     records.mark_manifest_complete(engine, recorded.id, uuid)
+    _purge_expired(context, app_db, object_store, ingestion, uuid)
     refresh_views(ingestion.warehouse_path(), part.out_root)
     yield dg.MaterializeResult(
         metadata={
