@@ -19,6 +19,7 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from koku_dagster.ingest import ocp
@@ -33,6 +34,7 @@ from koku_dagster.ingest.errors import (
     UnsafePayloadError,
 )
 from koku_dagster.ingest.ocp_payload import (
+    PayloadManifest,
     build_payload,
     extract_payload,
     fetch_payload,
@@ -67,8 +69,8 @@ def payload(report_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_payload(report_dir, tmp_path_factory.mktemp("payload") / "payload.tar.gz")
 
 
-def _variant(report_dir: Path, out: Path, max_hour: int) -> Path:
-    """A payload under a new uuid holding only the rows of hours < ``max_hour`` of each day."""
+def _variant(report_dir: Path, out: Path, max_hour: int, day: str = "") -> Path:
+    """A payload under a new uuid holding only the rows of hours < ``max_hour`` of each day (of ``day`` only, if given)."""
     work = out.with_suffix(".d")
     work.mkdir()
     doc = json.loads((report_dir / "manifest.json").read_text())
@@ -79,7 +81,9 @@ def _variant(report_dir: Path, out: Path, max_hour: int) -> Path:
             reader, writer = csv.DictReader(src), None
             writer = csv.DictWriter(dst, reader.fieldnames or [])
             writer.writeheader()
-            writer.writerows(r for r in reader if int(r["interval_start"][11:13]) < max_hour)
+            writer.writerows(
+                r for r in reader if int(r["interval_start"][11:13]) < max_hour and r["interval_start"].startswith(day)
+            )
         names.append(f"{doc['uuid']}_{name}")
     doc["files"] = names
     (work / "manifest.json").write_text(json.dumps(doc))
@@ -380,3 +384,36 @@ def test_a_bad_file_of_a_later_report_type_installs_nothing(tmp_path: Path, repo
     with pytest.raises(IngestError):
         ocp.convert_payload(files, manifest, schema=SCHEMA, provider_uuid=PROVIDER, out_root=tmp_path / "store")
     assert not list((tmp_path / "store").rglob("*.parquet"))
+
+
+def test_each_partition_is_prepared_before_its_kept_files_are_read(tmp_path: Path, report_dir: Path) -> None:
+    """An s3:// store's mirror may lack a month's kept day files: ``prepare_partition`` brings them
+    in before the month is rewritten, so a later payload keeps the days it does not replace."""
+    out, remote = tmp_path / "store", tmp_path / "remote"
+    half = _variant(report_dir, tmp_path / "half.tar.gz", max_hour=12)
+    first = ocp.convert_payload(*_extracted(half, tmp_path / "a"), schema=SCHEMA, provider_uuid=PROVIDER, out_root=out)
+    assert {d.day for d in first.days} == {date(2026, 10, 1), date(2026, 10, 2)}
+    pod = ocp.ocp_line_items_dir(out, SCHEMA, "pod_usage", PROVIDER, MONTH)
+    shutil.copytree(out, remote)
+    shutil.rmtree(out)  # a fresh mirror: nothing local
+
+    def fetch(partition: Path) -> None:
+        source = remote / partition.relative_to(out)
+        if source.is_dir() and not partition.exists():
+            shutil.copytree(source, partition)
+
+    prepared: list[Path] = []
+    day_one = _variant(report_dir, tmp_path / "day1.tar.gz", max_hour=24, day="2026-10-01")
+    second = ocp.convert_payload(
+        *_extracted(day_one, tmp_path / "b"), schema=SCHEMA, provider_uuid=PROVIDER, out_root=out,
+        prepare_partition=lambda p: (prepared.append(p), fetch(p)),
+    )
+    assert {(d.day, d.outcome) for d in second.days if d.report_type == "pod_usage"} == {(date(2026, 10, 1), "replaced")}
+    assert pod in prepared
+    footers = [json.loads(pq.read_metadata(p).metadata[ocp.FOOTER_KEY]) for p in pod.glob("*.parquet")]
+    assert sorted((f["day"], f["hours"]) for f in footers) == [("2026-10-01", 24), ("2026-10-02", 12)]
+
+
+def _extracted(tar: Path, dest: Path) -> tuple[dict[str, Path], PayloadManifest]:
+    manifest = read_manifest(tar)
+    return extract_payload(tar, dest, manifest), manifest

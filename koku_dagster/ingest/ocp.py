@@ -424,11 +424,12 @@ def _footer(path: Path) -> dict[str, Any]:
 
 
 def _install(report_type: ReportType, new: list[tuple[date, _DayWriter]], out_root: Path, schema: str,
-             provider_uuid: str, manifest_uuid: str) -> list[DayFile]:
+             provider_uuid: str, manifest_uuid: str, prepare: Callable[[Path], object]) -> list[DayFile]:
     """Apply the keep rule to a type's new day files, month by month, replacing each month partition."""
     results: list[DayFile] = []
     for month in sorted({day.replace(day=1) for day, _ in new}):
         partition = ocp_line_items_dir(out_root, schema, report_type.name, provider_uuid, month)
+        prepare(partition)
         kept: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
         for path in parquet_files(partition):
             footer = _footer(path)
@@ -460,9 +461,18 @@ def _install(report_type: ReportType, new: list[tuple[date, _DayWriter]], out_ro
 
 
 def convert_payload(
-    files: dict[str, Path], manifest: PayloadManifest, *, schema: str, provider_uuid: str, out_root: Path
+    files: dict[str, Path],
+    manifest: PayloadManifest,
+    *,
+    schema: str,
+    provider_uuid: str,
+    out_root: Path,
+    prepare_partition: Callable[[Path], object] = lambda partition: None,
 ) -> PayloadResult:
     """Convert an extracted payload's CSVs into the line-item partitions of the months it covers.
+
+    ``prepare_partition`` is called with each line-item partition before its kept files are read
+    (an object store's mirror fetches it there: the months are known only from the rows).
 
     Each file's report type is detected from its header (an unknown one aborts the step before
     anything is written); header-less empty files are skipped. Rows are typed, label strings become
@@ -499,7 +509,7 @@ def convert_payload(
             converted.append((report_type, new))
         # Installed only once every file converted: a bad file leaves every partition as it was.
         for report_type, new in converted:
-            days += _install(report_type, new, out_root, schema, provider_uuid, manifest.uuid)
+            days += _install(report_type, new, out_root, schema, provider_uuid, manifest.uuid, prepare_partition)
     pa.default_memory_pool().release_unused()
     return PayloadResult(
         manifest.uuid, manifest.cluster_id, {n: t.name for n, t in types.items()}, tuple(days),

@@ -222,11 +222,9 @@ def process_upload(
             target = find_cluster_provider(engine, upload.org_id, manifest.cluster_id)
             downloaded = utcnow()
             files = extract_payload(tar, Path(tmp) / "files", manifest, max_total_bytes=limits.max_unpacked_bytes)
-            for report_type in ocp.REPORT_TYPES:  # an S3 store's mirror needs the kept day files
-                for month in manifest.months:
-                    store.fetch(ocp_line_items_dir(store.local_root, target.schema, report_type.name, target.uuid, month))
             result = ocp.convert_payload(
-                files, manifest, schema=target.schema, provider_uuid=target.uuid, out_root=store.local_root
+                files, manifest, schema=target.schema, provider_uuid=target.uuid, out_root=store.local_root,
+                prepare_partition=store.fetch,  # an s3:// store's mirror needs the month's kept day files
             )
         except IngestError as exc:
             reason = _reason(exc, upload.url)
