@@ -365,6 +365,10 @@ HCCM = [("service", b"hccm")]
         (json.dumps({"request_id": "r", "org_id": "1", "url": "u", "account": 5}).encode(), "account is not a string"),
         (json.dumps({"request_id": "r" * 300, "org_id": "1", "url": "u"}).encode(), "request_id is longer than 255 characters"),
         (json.dumps({"request_id": " ", "org_id": "1", "url": "u"}).encode(), "request_id is empty"),
+        (b'{"request_id": "r", "org_id": "1", "url": "u", "account": "\\ud800"}',
+         "account holds control or unencodable characters"),
+        (b'{"request_id": "r", "org_id": "1", "url": "file:///x\\u0000y"}', "url holds control or unencodable characters"),
+        (b"[" * 100_000, "message body is not JSON"),
     ],
 )
 def test_malformed_announcements_are_poison(value: bytes, reason: str) -> None:

@@ -67,6 +67,7 @@ def test_ignored_and_unknown_types_and_unknown_fields() -> None:
         (b'{"source_id": 99999999999999999999999}', "out of range"),
         (b'{"source_id": -3}', "out of range"),
         (b'{"source_id": 1, "application_type_id": "x"}', "application_type_id"),
+        (b"[" * 100_000, "not valid JSON"),
     ],
 )
 def test_poison_bodies(body: bytes, reason: str) -> None:

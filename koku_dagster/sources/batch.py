@@ -145,10 +145,11 @@ def process_batch(
     for msg in messages:
         try:
             event = parse_message(msg.position, msg.headers, msg.value)
-        except PoisonMessage as exc:
-            result.rejected.append(Rejection(msg.position, event_type_of(msg.headers), str(exc)))
+        except Exception as exc:  # noqa: BLE001 - one unreadable message must never hold back the topic
+            reason = str(exc) if isinstance(exc, PoisonMessage) else f"unreadable message ({type(exc).__name__})"
+            result.rejected.append(Rejection(msg.position, event_type_of(msg.headers), reason))
             log.warning(
-                "rejected message %s[%s]@%s: %s", msg.position.topic, msg.position.partition, msg.position.offset, exc
+                "rejected message %s[%s]@%s: %s", msg.position.topic, msg.position.partition, msg.position.offset, reason
             )
             continue
         if event is None:

@@ -71,7 +71,7 @@ def decode_identity(auth_header: str) -> dict[str, Any]:
     try:
         raw = base64.b64decode(auth_header, validate=True)
         identity = json.loads(raw)
-    except (binascii.Error, ValueError) as exc:
+    except (binascii.Error, ValueError, RecursionError) as exc:
         raise PoisonMessage("x-rh-identity is not base64-encoded JSON") from exc
     if not isinstance(identity, dict) or not isinstance(identity.get("identity"), dict):
         raise PoisonMessage("x-rh-identity has no identity object")
@@ -102,10 +102,10 @@ def _tenant(headers: Sequence[tuple[str, bytes | str | None]] | None) -> Tenant:
     org_id = _header(headers, "x-rh-sources-org-id") or identity.get("org_id") or None
     if not org_id:
         raise PoisonMessage("missing org id (no x-rh-sources-org-id header and no identity.org_id)")
-    if not isinstance(org_id, str) or len(org_id) > 36:
-        raise PoisonMessage("org id is not a string of at most 36 characters")
-    if account is not None and (not isinstance(account, str) or len(account) > 150):
-        raise PoisonMessage("account number is not a string of at most 150 characters")
+    if not isinstance(org_id, str) or len(org_id) > 36 or not org_id.isprintable():
+        raise PoisonMessage("org id is not a printable string of at most 36 characters")
+    if account is not None and (not isinstance(account, str) or len(account) > 150 or not account.isprintable()):
+        raise PoisonMessage("account number is not a printable string of at most 150 characters")
     return Tenant(auth_header=auth_header, org_id=org_id, account_id=account)
 
 
@@ -121,7 +121,7 @@ def parse_message(
     tenant = _tenant(headers)
     try:
         body = json.loads(value or b"")
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise PoisonMessage("message body is not valid JSON") from exc
     if not isinstance(body, dict):
         raise PoisonMessage("message body is not a JSON object")

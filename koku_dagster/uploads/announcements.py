@@ -78,6 +78,8 @@ def _text(body: dict[str, Any], name: str, limit: int, *, required: bool) -> str
         raise BadAnnouncement(f"{name} is empty")
     if len(value) > limit:
         raise BadAnnouncement(f"{name} is longer than {limit} characters")
+    if not value.isprintable():  # NUL, control characters, lone surrogates: no database stores them
+        raise BadAnnouncement(f"{name} holds control or unencodable characters")
     return value
 
 
@@ -93,7 +95,7 @@ def parse_announcement(
         raise BadAnnouncement(f"message body is larger than {MAX_BODY_BYTES} bytes")
     try:
         body = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise BadAnnouncement("message body is not JSON") from None
     if not isinstance(body, dict):
         raise BadAnnouncement("message body is not a JSON object")
@@ -102,6 +104,4 @@ def parse_announcement(
     url = _text(body, "url", MAX_URL, required=True)
     account = _text(body, "account", MAX_ACCOUNT, required=False)
     assert request_id and org_id and url
-    if not request_id.isprintable() or not org_id.isprintable():
-        raise BadAnnouncement("request_id or org_id holds control characters")
     return Announcement(request_id, org_id, account, url, position)

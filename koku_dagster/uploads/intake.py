@@ -55,10 +55,11 @@ def sort_messages(messages: list[RawMessage]) -> tuple[list[Announcement], list[
     for msg in messages:
         try:
             announcement = parse_announcement(msg.position, msg.headers, msg.value)
-        except BadAnnouncement as exc:
+        except Exception as exc:  # noqa: BLE001 - one unreadable message must never hold back the topic
+            reason = str(exc) if isinstance(exc, BadAnnouncement) else f"unreadable message ({type(exc).__name__})"
             pos = msg.position
-            log.warning("rejected upload announcement %s[%s]@%s: %s", pos.topic, pos.partition, pos.offset, exc)
-            rejections.append(Rejection(pos, str(exc)))
+            log.warning("rejected upload announcement %s[%s]@%s: %s", pos.topic, pos.partition, pos.offset, reason)
+            rejections.append(Rejection(pos, reason))
             continue
         if announcement is None:
             ignored[service_of(msg.headers) or "(none)"] += 1
