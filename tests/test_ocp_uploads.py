@@ -422,3 +422,36 @@ def test_unexpected_errors_are_retried_then_the_upload_is_failed(world: World, n
     assert row["reason"].startswith("gave up after 3 attempts: ")
     assert world.validations(reader) == [{"request_id": "stuck", "validation": "failure"}]
     assert row["validation_sent"]
+
+
+def test_runs_that_end_without_an_outcome_are_asked_again_then_the_upload_fails(
+    world: World, nise_ocp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from koku_dagster.assets.ocp_uploads import REQUEST_ID_TAG
+
+    monkeypatch.setattr(sensor_module, "STALLED_AFTER", timedelta(0))
+    monkeypatch.setattr(sensor_module, "VALIDATION_GRACE", timedelta(0))
+    reader = f"reader-{next(_readers)}"
+    tarball = build_payload(nise_ocp, world.h.buckets / "lost.tar.gz")
+    world.announce(announcement_body(tarball.as_uri(), request_id="lost", org_id=ORG))
+    (first,) = world.tick().run_requests
+    assert first.run_key == "ocp-payload:lost"
+
+    def dead_run(cancel: bool) -> None:
+        """A run of the upload that ended without recording anything (killed, cancelled)."""
+        run = world.instance.create_run_for_job(
+            ocp_payload_ingest, run_config=first.run_config, tags={REQUEST_ID_TAG: "lost"},
+            status=dg.DagsterRunStatus.STARTED,
+        )
+        (world.instance.report_run_canceled if cancel else world.instance.report_run_failed)(run)
+
+    dead_run(cancel=True)
+    again = [r.run_key for r in world.tick().run_requests]
+    assert again == ["ocp-payload:lost:1"] and world.upload("lost")["state"] == "pending"
+    dead_run(cancel=False)
+    dead_run(cancel=False)
+    world.tick()
+    row = world.upload("lost")
+    assert row["state"] == "failure" and row["reason"].startswith("gave up: 3 runs ended without recording an outcome")
+    world.tick()  # the result is owed and sent
+    assert world.validations(reader) == [{"request_id": "lost", "validation": "failure"}]

@@ -19,6 +19,8 @@ from koku_dagster.uploads.validation import send_validations
 #: Payload runs take one slot of this pool (``dagster.yaml``: one at a time), so no two payloads
 #: rewrite the same month partition at once.
 PAYLOAD_POOL = "ocp_payloads"
+#: The tag naming a payload run's upload (Dagster tag values hold at most 63 characters).
+REQUEST_ID_TAG = "koku/request_id"
 #: Retries of an unexpected error (database, object store); an upload whose attempts (counted in
 #: ``ocp_payload_upload.attempts``, across runs) exceed them is failed.
 MAX_RETRIES = 2
@@ -114,14 +116,15 @@ def ocp_payload_ingest() -> None:
     process_ocp_payload()
 
 
-def payload_run_request(request_id: str) -> dg.RunRequest:
-    """The run of :data:`ocp_payload_ingest` for one recorded upload."""
+def payload_run_request(request_id: str, attempt: int = 0) -> dg.RunRequest:
+    """The run of :data:`ocp_payload_ingest` for one recorded upload (``attempt`` > 0: a run again
+    after earlier runs ended without an outcome)."""
     return dg.RunRequest(
-        run_key=f"ocp-payload:{request_id}",
+        run_key=f"ocp-payload:{request_id}" + (f":{attempt}" if attempt else ""),
         job_name=ocp_payload_ingest.name,
         run_config=dg.RunConfig(ops={process_ocp_payload.name: OcpPayloadConfig(request_id=request_id)}),
-        tags={"koku/request_id": request_id[:63]},
+        tags={REQUEST_ID_TAG: request_id[:63]},
     )
 
 
-__all__ = ["OcpPayloadConfig", "ocp_payload_ingest", "ocp_payload_uploads", "payload_run_request"]
+__all__ = ["REQUEST_ID_TAG", "OcpPayloadConfig", "ocp_payload_ingest", "ocp_payload_uploads", "payload_run_request"]

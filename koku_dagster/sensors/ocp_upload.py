@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from confluent_kafka import KafkaException
 
 from koku_dagster.assets.ingest import ingest_run_request, provider_month_ingest
-from koku_dagster.assets.ocp_uploads import ocp_payload_ingest, ocp_payload_uploads, payload_run_request
+from koku_dagster.assets.ocp_uploads import REQUEST_ID_TAG, ocp_payload_ingest, ocp_payload_uploads, payload_run_request
 from koku_dagster.assets.partitions import billing_month_partitions, providers_partitions
 from koku_dagster.db.schema import provider
 from koku_dagster.resources import ApplicationDatabase, KafkaResource
@@ -36,6 +36,11 @@ from koku_dagster.uploads.validation import send_validations
 MAX_REQUESTS = 200
 #: A finished upload's result is re-sent by the sensor only after the run had this long to send it.
 VALIDATION_GRACE = timedelta(seconds=60)
+#: An upload still pending this long after its run was asked for is looked at again.
+STALLED_AFTER = timedelta(minutes=10)
+#: Runs of one upload that may end without an outcome (killed, cancelled, database away) before it fails.
+MAX_PAYLOAD_RUNS = 3
+_FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
 def _parse_cursor(cursor: str | None) -> dict[str, Any]:
@@ -78,6 +83,24 @@ def _summary_requests(
             key = f"ocp-summary:{upload.request_id}:{month.isoformat()}"
             requests.append(ingest_run_request(uuid, month, run_key=key, summary_only=True))
     return requests, handed
+
+
+def _stalled_requests(context: dg.SensorEvaluationContext, engine: sa.Engine) -> list[dg.RunRequest]:
+    """Runs again for pending uploads whose runs all ended without an outcome; failure after
+    :data:`MAX_PAYLOAD_RUNS` of them (the sensor then sends the result, as for any finished upload)."""
+    requests: list[dg.RunRequest] = []
+    for request_id in records.handed_over_pending(engine, STALLED_AFTER, limit=20):
+        runs = context.instance.get_runs(dg.RunsFilter(tags={REQUEST_ID_TAG: request_id[:63]}))
+        if any(run.status not in _FINISHED for run in runs):
+            continue  # queued or running
+        if len(runs) >= MAX_PAYLOAD_RUNS:
+            reason = f"gave up: {len(runs)} runs ended without recording an outcome (see their logs)"
+            context.log.error(f"upload {request_id}: {reason}")
+            records.record_outcome(engine, request_id, state=records.FAILURE, reason=reason)
+            continue
+        context.log.warning(f"upload {request_id}: its run ended without an outcome; asking again")
+        requests.append(payload_run_request(request_id, attempt=len(runs)))
+    return requests
 
 
 def _metadata(intake: IntakeReport, totals: Counter[str], states: dict[str, int], resent: int) -> dict[str, Any]:
@@ -130,13 +153,14 @@ def ocp_upload_sensor(
         resent = send_validations(engine, kafka.bootstrap_servers, kafka.validation_topic, owed)
 
     runs = records.runs_due(engine, MAX_REQUESTS)
+    again = _stalled_requests(context, engine)
     summaries, handed = _summary_requests(context, engine, records.summaries_due(engine, MAX_REQUESTS))
     totals = Counter({k: int(v) for k, v in (cursor.get("totals") or {}).items()})
     totals.update(
         {"read": intake.read, "new": intake.new, "ignored": sum(intake.ignored.values()), "rejected": len(intake.rejected)}
     )
     next_cursor = json.dumps({"runs": runs, "summaries": handed, "totals": dict(totals)}, sort_keys=True)
-    run_requests = [payload_run_request(rid) for rid in runs] + summaries
+    run_requests = [payload_run_request(rid) for rid in runs] + again + summaries
     if not intake.read and not run_requests and not resent:
         return dg.SensorResult(skip_reason="no new announcements or runs to request", cursor=next_cursor)
     context.log.info(

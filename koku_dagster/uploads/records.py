@@ -186,6 +186,21 @@ def runs_due(engine: sa.Engine, limit: int) -> list[str]:
         )
 
 
+def handed_over_pending(engine: sa.Engine, older_than: timedelta, limit: int, now: datetime | None = None) -> list[str]:
+    """Uploads still pending although their run was handed over at least ``older_than`` ago
+    (the run may have died without recording an outcome), oldest first."""
+    cutoff = (now or utcnow()) - older_than
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(uploads.c.request_id)
+                .where(uploads.c.state == PENDING, uploads.c.run_requested, uploads.c.received_at <= cutoff)
+                .order_by(uploads.c.id)
+                .limit(limit)
+            ).scalars()
+        )
+
+
 def summaries_due(engine: sa.Engine, limit: int) -> list[Upload]:
     """Successful uploads whose summary runs were not handed to Dagster yet, oldest first."""
     with engine.connect() as conn:
