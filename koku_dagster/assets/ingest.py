@@ -95,7 +95,8 @@ def _purge_expired(
 ) -> None:
     """Drop the provider's months older than ``KOKU_RETAIN_NUM_MONTHS`` (files and manifests).
 
-    Done after each summary, the one step every provider type's ingestion ends with.
+    Done when a polled provider's manifest is looked for (even when nothing new came) and after each
+    summary (OpenShift months are summarised, never polled).
     """
     cutoff = billing_months(utcnow().date(), ingestion.retain_num_months)[-1]
     files = object_store.store().delete_months_before(uuid, cutoff)
@@ -144,6 +145,7 @@ def report_manifest(
     except Exception as exc:  # noqa: BLE001 - bad paths, missing buckets, refused credentials
         raise _fail(context, app_db, None, "download", exc, uuid, unavailable=True) from None
     report_availability(engine, uuid, None)
+    _purge_expired(context, app_db, object_store, ingestion, uuid)  # also when nothing new comes
     if manifest is None:
         context.log.info(f"no manifest for {month:%Y-%m} yet")
         return
