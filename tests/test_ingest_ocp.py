@@ -417,3 +417,46 @@ def test_each_partition_is_prepared_before_its_kept_files_are_read(tmp_path: Pat
 def _extracted(tar: Path, dest: Path) -> tuple[dict[str, Path], PayloadManifest]:
     manifest = read_manifest(tar)
     return extract_payload(tar, dest, manifest), manifest
+
+
+def test_unlisted_members_count_against_the_unpacked_limit(tmp_path: Path) -> None:
+    """Reading past a member costs as much as extracting it: a huge unlisted member is refused."""
+    tar = _tarball(tmp_path / "padded.tar.gz", [_member("padding.bin", size=50_000)], manifest_files=[])
+    manifest = read_manifest(tar)
+    with pytest.raises(PayloadTooLargeError, match="unpacked"):
+        extract_payload(tar, tmp_path / "dest", manifest, max_total_bytes=10_000)
+    assert extract_payload(tar, tmp_path / "ok", manifest, max_total_bytes=100_000) == {}
+
+
+class _Trickle(http.server.BaseHTTPRequestHandler):
+    """Promises a megabyte and sends a few bytes now and then: each read waits, none times out."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.send_header("Content-Length", str(1 << 20))
+        self.end_headers()
+        for _ in range(50):
+            try:
+                self.wfile.write(b"x" * 10)
+                self.wfile.flush()
+            except OSError:
+                return
+            threading.Event().wait(0.2)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_trickling_download_is_cut_at_its_deadline(tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/p.tar.gz?sig=secret"
+        with pytest.raises(PayloadDownloadError, match="took longer than 0.6 s") as slow:
+            fetch_payload(url, tmp_path / "p.tar.gz", max_bytes=1 << 30, timeout=5, allowed_file_roots=(),
+                          max_seconds=0.6)
+        assert "secret" not in str(slow.value) and not (tmp_path / "p.tar.gz").exists()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import tarfile
+import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,7 +38,10 @@ from koku_dagster.ingest.errors import (
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 10 << 20
 MAX_MEMBERS = 1_000
+#: Largest unpacked content of a payload (every member counts).
 MAX_UNPACKED_BYTES = 4 << 30
+#: Longest a whole download may take.
+MAX_DOWNLOAD_SECONDS = 600.0
 CHUNK_BYTES = 1 << 20
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -165,15 +169,24 @@ def _open(tar_path: Path) -> tarfile.TarFile:
         raise CorruptPayloadError(f"{tar_path.name}: not a readable tar archive ({exc})") from None
 
 
-def _members(tar: tarfile.TarFile, tar_path: Path, max_members: int) -> Iterator[tuple[str, tarfile.TarInfo]]:
-    """Each member with its checked name, in archive order (see :func:`_member_name`)."""
+def _members(
+    tar: tarfile.TarFile, tar_path: Path, max_members: int, max_bytes: int
+) -> Iterator[tuple[str, tarfile.TarInfo]]:
+    """Each member with its checked name, in archive order (see :func:`_member_name`).
+
+    Every member's size counts against ``max_bytes``, listed or not: reading past a member costs
+    as much decompression as extracting it.
+    """
     seen: set[str] = set()
-    count = 0
+    count = total = 0
     try:
         for member in tar:
             count += 1
+            total += member.size
             if count > max_members:
                 raise PayloadTooLargeError(f"{tar_path.name}: more than {max_members} members")
+            if total > max_bytes:
+                raise PayloadTooLargeError(f"{tar_path.name}: members exceed {max_bytes} bytes unpacked")
             name = _member_name(member)
             if member.isreg():
                 if name in seen:
@@ -195,7 +208,9 @@ def _copy(source: IO[bytes], target: IO[bytes], limit: int, what: str) -> int:
     return copied
 
 
-def read_manifest(tar_path: Path, *, max_members: int = MAX_MEMBERS) -> PayloadManifest:
+def read_manifest(
+    tar_path: Path, *, max_members: int = MAX_MEMBERS, max_total_bytes: int = MAX_UNPACKED_BYTES
+) -> PayloadManifest:
     """Read and validate ``manifest.json`` without extracting anything.
 
     The archive is read only up to the manifest (operators and nise put it first); the members
@@ -203,7 +218,7 @@ def read_manifest(tar_path: Path, *, max_members: int = MAX_MEMBERS) -> PayloadM
     """
     raw: bytes | None = None
     with _open(tar_path) as tar:
-        for name, member in _members(tar, tar_path, max_members):
+        for name, member in _members(tar, tar_path, max_members, max_total_bytes):
             if name != MANIFEST_NAME or not member.isreg():
                 continue
             if member.size > MAX_MANIFEST_BYTES:
@@ -246,7 +261,7 @@ def extract_payload(
     budget = max_total_bytes
     try:
         with _open(tar_path) as tar:
-            for name, member in _members(tar, tar_path, max_members):
+            for name, member in _members(tar, tar_path, max_members, max_total_bytes):
                 if name not in wanted or not member.isreg():
                     continue
                 if member.size > budget:
@@ -272,11 +287,18 @@ def extract_payload(
 
 
 def fetch_payload(
-    url: str, dest: Path, *, max_bytes: int, timeout: float, allowed_file_roots: tuple[Path, ...]
+    url: str,
+    dest: Path,
+    *,
+    max_bytes: int,
+    timeout: float,
+    allowed_file_roots: tuple[Path, ...],
+    max_seconds: float = MAX_DOWNLOAD_SECONDS,
 ) -> Path:
     """Download ``url`` (http, https, or a ``file://`` URL under one of ``allowed_file_roots``) to ``dest``.
 
-    ``timeout`` bounds connecting and each read. At most ``max_bytes`` are accepted; a larger payload
+    ``timeout`` bounds connecting and each read, ``max_seconds`` the whole download (a server
+    trickling bytes cannot hold it for ever). At most ``max_bytes`` are accepted; a larger payload
     raises :class:`PayloadTooLargeError` and leaves no file. Error messages never carry the query
     string (it may hold a signed token).
     """
@@ -286,7 +308,7 @@ def fetch_payload(
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         if scheme in ("http", "https"):
-            _fetch_http(url, shown, dest, max_bytes, timeout)
+            _fetch_http(url, shown, dest, max_bytes, timeout, max_seconds)
         elif scheme == "file":
             _fetch_file(parts.netloc, unquote(parts.path), shown, dest, max_bytes, allowed_file_roots)
         else:
@@ -297,7 +319,9 @@ def fetch_payload(
     return dest
 
 
-def _fetch_http(url: str, shown: str, dest: Path, max_bytes: int, timeout: float) -> None:
+def _fetch_http(url: str, shown: str, dest: Path, max_bytes: int, timeout: float, max_seconds: float) -> None:
+    too_slow = PayloadDownloadError(f"{shown}: download took longer than {max_seconds:g} s")
+    expired = threading.Event()
     try:
         with requests.get(url, stream=True, timeout=(timeout, timeout)) as response:
             if response.status_code != 200:
@@ -305,13 +329,32 @@ def _fetch_http(url: str, shown: str, dest: Path, max_bytes: int, timeout: float
             length = response.headers.get("Content-Length", "")
             if length.isdigit() and int(length) > max_bytes:
                 raise PayloadTooLargeError(f"{shown}: {length} bytes exceeds {max_bytes}")
-            with dest.open("wb") as out:
-                received = 0
-                for chunk in response.iter_content(CHUNK_BYTES):
-                    received += len(chunk)
-                    if received > max_bytes:
-                        raise PayloadTooLargeError(f"{shown}: exceeds {max_bytes} bytes")
-                    out.write(chunk)
+
+            def expire() -> None:  # a read blocks until data comes: closing the response ends it
+                expired.set()
+                response.close()
+
+            watchdog = threading.Timer(max_seconds, expire)
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                with dest.open("wb") as out:
+                    received = 0
+                    for chunk in response.iter_content(CHUNK_BYTES):
+                        received += len(chunk)
+                        if received > max_bytes:
+                            raise PayloadTooLargeError(f"{shown}: exceeds {max_bytes} bytes")
+                        out.write(chunk)
+                if expired.is_set():
+                    raise too_slow
+            except PayloadTooLargeError:
+                raise
+            except Exception:
+                if expired.is_set():
+                    raise too_slow from None
+                raise
+            finally:
+                watchdog.cancel()
     except requests.RequestException as exc:
         raise PayloadDownloadError(f"{shown}: download failed ({type(exc).__name__})") from None
 

@@ -42,7 +42,14 @@ from koku_dagster.db.schema import customer, provider, provider_authentication
 from koku_dagster.db.types import utcnow
 from koku_dagster.ingest import ocp
 from koku_dagster.ingest.errors import IngestError
-from koku_dagster.ingest.ocp_payload import PayloadManifest, extract_payload, fetch_payload, read_manifest
+from koku_dagster.ingest.ocp_payload import (
+    MAX_DOWNLOAD_SECONDS,
+    MAX_UNPACKED_BYTES,
+    PayloadManifest,
+    extract_payload,
+    fetch_payload,
+    read_manifest,
+)
 from koku_dagster.ingest.paths import csv_dir, ocp_line_items_dir
 from koku_dagster.object_store import ObjectStore
 from koku_dagster.uploads import records
@@ -53,8 +60,6 @@ log = logging.getLogger(__name__)
 
 #: Largest payload downloaded (the operator's own limit is 100 MB per package by default).
 MAX_PAYLOAD_BYTES = 512 << 20
-#: Largest unpacked content of the listed CSVs.
-MAX_UNPACKED_BYTES = 4 << 30
 #: Seconds allowed to connect, and between two reads, while downloading.
 DOWNLOAD_TIMEOUT_SECONDS = 60.0
 
@@ -64,6 +69,7 @@ class UploadLimits:
     max_payload_bytes: int = MAX_PAYLOAD_BYTES
     max_unpacked_bytes: int = MAX_UNPACKED_BYTES
     timeout_seconds: float = DOWNLOAD_TIMEOUT_SECONDS
+    max_download_seconds: float = MAX_DOWNLOAD_SECONDS
 
 
 class UnknownUploadError(LookupError):
@@ -216,9 +222,9 @@ def process_upload(
         try:
             tar = fetch_payload(
                 upload.url, Path(tmp) / "payload.tar.gz", max_bytes=limits.max_payload_bytes,
-                timeout=limits.timeout_seconds, allowed_file_roots=allowed_roots,
+                timeout=limits.timeout_seconds, allowed_file_roots=allowed_roots, max_seconds=limits.max_download_seconds,
             )
-            manifest = read_manifest(tar)
+            manifest = read_manifest(tar, max_total_bytes=limits.max_unpacked_bytes)
             target = find_cluster_provider(engine, upload.org_id, manifest.cluster_id)
             downloaded = utcnow()
             files = extract_payload(tar, Path(tmp) / "files", manifest, max_total_bytes=limits.max_unpacked_bytes)
