@@ -455,3 +455,29 @@ def test_runs_that_end_without_an_outcome_are_asked_again_then_the_upload_fails(
     assert row["state"] == "failure" and row["reason"].startswith("gave up: 3 runs ended without recording an outcome")
     world.tick()  # the result is owed and sent
     assert world.validations(reader) == [{"request_id": "lost", "validation": "failure"}]
+
+
+def test_a_provider_deleted_during_the_payload_run_keeps_nothing(
+    world: World, nise_ocp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from koku_dagster.uploads import processing
+
+    tarball = build_payload(nise_ocp, world.h.buckets / "late.tar.gz")
+    world.announce(announcement_body(tarball.as_uri(), request_id="late", org_id=ORG))
+    world.tick()
+    found = processing.find_cluster_provider
+
+    def found_then_deleted(engine: sa.Engine, org_id: str, cluster_id: str) -> processing.ClusterProvider:
+        target = found(engine, org_id, cluster_id)
+        with engine.begin() as conn:  # the sources sensor deactivates it meanwhile (deletion starts so)
+            conn.execute(sa.text("UPDATE api_provider SET active = false WHERE uuid = :u"), {"u": target.uuid})
+        return target
+
+    monkeypatch.setattr(processing, "find_cluster_provider", found_then_deleted)
+    outcome = process_upload(
+        world.h.engine, "late", store=world.h.store, allowed_roots=(world.h.buckets,), work_dir=tmp_path / "work"
+    )
+    assert not outcome.succeeded
+    assert "was deleted or deactivated while the payload was processed" in (outcome.upload.reason or "")
+    assert not [p for p in world.store_files() if f"source={world.provider_uuid}" in p]
+    assert world.h.table("reporting_common_costusagereportmanifest", "id") == []

@@ -236,6 +236,11 @@ def delete_manifest_rows(conn: sa.Connection, manifest_ids: list[int] | sa.Selec
     conn.execute(sa.delete(manifest).where(manifest.c.id.in_(manifest_ids)))
 
 
+def provider_manifests(provider_uuid: str) -> sa.Select[Any]:
+    """The ids of a provider's manifests, as a query (for :func:`delete_manifest_rows`)."""
+    return sa.select(manifest.c.id).where(manifest.c.provider_id == provider_uuid)
+
+
 def delete_manifests(engine: sa.Engine, manifest_ids: list[int]) -> None:
     if manifest_ids:
         with engine.begin() as conn:

@@ -23,7 +23,6 @@ import sqlalchemy as sa
 
 from koku_dagster.db.schema import (
     customer,
-    manifest,
     provider,
     provider_authentication,
     provider_billing_source,
@@ -33,7 +32,7 @@ from koku_dagster.sources import status as status_mod
 from koku_dagster.sources.errors import ProviderValidationError
 from koku_dagster.sources.model import SourceRecord
 from koku_dagster.sources.source_settings import settings_complete
-from koku_dagster.db.manifests import delete_manifest_rows
+from koku_dagster.db.manifests import delete_manifest_rows, provider_manifests
 from koku_dagster.db.types import utcnow
 from koku_dagster.sources.store import load_record, load_records, record_from_row, save_record, save_records
 from koku_dagster.sources.validation import validate_provider_settings
@@ -517,7 +516,7 @@ def delete_provider_rows(engine: sa.Engine, uuid_: str) -> None:
     """Delete a provider, its manifests and file statuses, and auth/billing rows nobody else uses."""
     with engine.begin() as conn:
         row = conn.execute(sa.select(provider).where(provider.c.uuid == uuid_)).mappings().first()
-        delete_manifest_rows(conn, sa.select(manifest.c.id).where(manifest.c.provider_id == uuid_))
+        delete_manifest_rows(conn, provider_manifests(uuid_))
         if row is not None:
             conn.execute(sa.delete(provider).where(provider.c.uuid == uuid_))
             _delete_unreferenced(conn, row["authentication_id"], row["billing_source_id"])

@@ -80,6 +80,11 @@ class ClusterNotFoundError(IngestError):
     """No active OpenShift provider of the announcement's org has the payload's cluster id."""
 
 
+def _still_active(engine: sa.Engine, provider_uuid: str) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.execute(sa.select(provider.c.active).where(provider.c.uuid == provider_uuid)).scalar())
+
+
 @dataclass(frozen=True)
 class ClusterProvider:
     uuid: str
@@ -251,6 +256,14 @@ def process_upload(
     for report_type, month in sorted(changed):
         store.publish(ocp_line_items_dir(store.local_root, target.schema, report_type, target.uuid, month))
     _record_manifests(engine, target, manifest, result.months_changed, started, downloaded, processed)
+    if not _still_active(engine, target.uuid):
+        # Deleted meanwhile: what this run wrote would outlive the provider's deletion.
+        store.delete_provider_data(target.uuid)
+        with engine.begin() as conn:
+            manifests.delete_manifest_rows(conn, manifests.provider_manifests(target.uuid))
+        reason = f"the OpenShift provider {target.uuid} was deleted or deactivated while the payload was processed"
+        after = records.record_outcome(engine, request_id, state=FAILURE, reason=reason, cluster_id=manifest.cluster_id)
+        return UploadOutcome(after, manifest, schema=target.schema, seconds=(utcnow() - started).total_seconds())
     if result.months_changed:
         manifests.mark_setup_complete(engine, target.uuid)
     after = records.record_outcome(
