@@ -201,6 +201,7 @@ def test_announcement_to_line_items_validation_and_summary_requests(
     second = world.tick()  # the payload run is handed over; the month's summary is asked for
     (summary,) = second.run_requests
     assert summary.run_key == "ocp-summary:req-1:2026-10-01" and summary.job_name == "provider_month_ingest"
+    assert summary.tags["koku/ocp_line_items"] == "writer-or-reader"  # one at a time with payload runs
     assert summary.partition_key == mat.partition
     assert {k.to_user_string() for k in summary.asset_selection or []} == {"daily_line_items", "daily_summary"}
     summarised = dg.materialize(
@@ -435,7 +436,7 @@ def test_runs_that_end_without_an_outcome_are_asked_again_then_the_upload_fails(
     tarball = build_payload(nise_ocp, world.h.buckets / "lost.tar.gz")
     world.announce(announcement_body(tarball.as_uri(), request_id="lost", org_id=ORG))
     (first,) = world.tick().run_requests
-    assert first.run_key == "ocp-payload:lost"
+    assert first.run_key == "ocp-payload:lost" and first.tags["koku/ocp_line_items"] == "writer-or-reader"
 
     def dead_run(cancel: bool) -> None:
         """A run of the upload that ended without recording anything (killed, cancelled)."""

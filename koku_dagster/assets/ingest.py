@@ -8,6 +8,7 @@ is skipped, unless the run is forced (``ManifestConfig.force``, used after a bil
 
 
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
@@ -407,11 +408,17 @@ SUMMARY_ASSETS = [daily_line_items, daily_summary]
 
 
 def ingest_run_request(
-    provider_uuid: str, month: date, run_key: str, *, force: bool = False, summary_only: bool = False
+    provider_uuid: str,
+    month: date,
+    run_key: str,
+    *,
+    force: bool = False,
+    summary_only: bool = False,
+    tags: Mapping[str, str] | None = None,
 ) -> dg.RunRequest:
     """A run of :data:`provider_month_ingest` for one provider month (only its summary steps if ``summary_only``)."""
     partition_key = dg.MultiPartitionKey({"provider": provider_uuid, "billing_month": month.isoformat()})
-    tags = {"koku/provider": provider_uuid}
+    tags = {"koku/provider": provider_uuid, **(tags or {})}
     if summary_only:
         return dg.RunRequest(
             run_key=run_key,

@@ -19,6 +19,9 @@ from koku_dagster.uploads.validation import send_validations
 #: Payload runs take one slot of this pool (``dagster.yaml``: one at a time), so no two payloads
 #: rewrite the same month partition at once.
 PAYLOAD_POOL = "ocp_payloads"
+#: Payload runs and the OpenShift summary runs they lead to carry this tag; ``dagster.yaml`` lets
+#: one such run go at a time, so a summary never reads a month a payload is rewriting.
+OCP_LINE_ITEMS_TAG = {"koku/ocp_line_items": "writer-or-reader"}
 #: The tag naming a payload run's upload (Dagster tag values hold at most 63 characters).
 REQUEST_ID_TAG = "koku/request_id"
 #: Retries of an unexpected error (database, object store); an upload whose attempts (counted in
@@ -123,8 +126,8 @@ def payload_run_request(request_id: str, attempt: int = 0) -> dg.RunRequest:
         run_key=f"ocp-payload:{request_id}" + (f":{attempt}" if attempt else ""),
         job_name=ocp_payload_ingest.name,
         run_config=dg.RunConfig(ops={process_ocp_payload.name: OcpPayloadConfig(request_id=request_id)}),
-        tags={REQUEST_ID_TAG: request_id[:63]},
+        tags={REQUEST_ID_TAG: request_id[:63], **OCP_LINE_ITEMS_TAG},
     )
 
 
-__all__ = ["REQUEST_ID_TAG", "OcpPayloadConfig", "ocp_payload_ingest", "ocp_payload_uploads", "payload_run_request"]
+__all__ = ["OCP_LINE_ITEMS_TAG", "REQUEST_ID_TAG", "OcpPayloadConfig", "ocp_payload_ingest", "ocp_payload_uploads", "payload_run_request"]

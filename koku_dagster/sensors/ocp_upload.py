@@ -23,7 +23,13 @@ import sqlalchemy as sa
 from confluent_kafka import KafkaException
 
 from koku_dagster.assets.ingest import ingest_run_request, provider_month_ingest
-from koku_dagster.assets.ocp_uploads import REQUEST_ID_TAG, ocp_payload_ingest, ocp_payload_uploads, payload_run_request
+from koku_dagster.assets.ocp_uploads import (
+    OCP_LINE_ITEMS_TAG,
+    REQUEST_ID_TAG,
+    ocp_payload_ingest,
+    ocp_payload_uploads,
+    payload_run_request,
+)
 from koku_dagster.assets.partitions import billing_month_partitions, providers_partitions
 from koku_dagster.db.schema import provider
 from koku_dagster.resources import ApplicationDatabase, KafkaResource
@@ -81,7 +87,7 @@ def _summary_requests(
                 context.log.warning(f"upload {upload.request_id}: {month:%Y-%m} is not a billing_month partition")
                 continue
             key = f"ocp-summary:{upload.request_id}:{month.isoformat()}"
-            requests.append(ingest_run_request(uuid, month, run_key=key, summary_only=True))
+            requests.append(ingest_run_request(uuid, month, run_key=key, summary_only=True, tags=OCP_LINE_ITEMS_TAG))
     return requests, handed
 
 
