@@ -45,6 +45,10 @@ def test_header_precedence_and_fallbacks() -> None:
         parse_message(POS, no_org, body)
     with pytest.raises(PoisonMessage, match="x-rh-identity"):
         parse_message(POS, [("event_type", b"Application.create")], body)
+    for org in ("12\u0000", "\ud800"):  # no database stores these; the message must not block the topic
+        unstorable = [("event_type", b"Application.create"), ("x-rh-identity", _identity(org_id=org))]
+        with pytest.raises(PoisonMessage, match="org id is not a printable string"):
+            parse_message(POS, unstorable, body)
 
 
 def test_ignored_and_unknown_types_and_unknown_fields() -> None:
