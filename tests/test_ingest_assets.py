@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+import sqlalchemy as sa
 
 from koku_dagster.assets.ingest import INGEST_ASSETS, ManifestConfig
 from koku_dagster.devtools.demo_data import generate
@@ -311,3 +312,65 @@ def test_a_summary_purges_the_provider_months_beyond_retention(harness: Harness,
     assert not stale.exists()
     assert all(m["billing_period_start_datetime"].year == 2026 for m in harness.table("reporting_common_costusagereportmanifest", "id"))
     assert (harness.store.local_root / "data/parquet/org1234567/AWS" / f"source={uuid}" / "year=2026" / "month=10").is_dir()
+
+
+def _resources(harness: Harness) -> dict[str, object]:
+    return {
+        "app_db": ApplicationDatabase(database_url=harness.url),
+        "object_store": ObjectStoreResource(url=harness.store.url, local_bucket_roots=str(harness.buckets)),
+        "ingestion": IngestionResource(home=str(harness.store.local_root)),
+    }
+
+
+def test_any_step_error_is_recorded_in_the_manifest_state(harness: Harness, nise_aws: Path) -> None:
+    from koku_dagster.assets.ingest import daily_summary
+
+    uuid, _ = _setup(harness, nise_aws, "corrupt-daily")
+    with dg.instance_for_test() as instance:
+        assert _materialize(harness, instance, uuid).success
+        daily = harness.store.local_root / "data/parquet/daily/org1234567/AWS/raw" / f"source={uuid}" / "year=2026" / "month=10"
+        for part in daily.glob("*.parquet"):
+            part.write_bytes(b"not parquet")  # not an IngestError: DuckDB's own
+        key = dg.MultiPartitionKey({"provider": uuid, "billing_month": MONTH.isoformat()})
+        again = dg.materialize(INGEST_ASSETS, selection=[daily_summary], partition_key=key,
+                               resources=_resources(harness), instance=instance, raise_on_error=False)
+        assert not again.success
+        failure = next(e for e in again.all_events if e.event_type_value == "STEP_FAILURE")
+        assert "parquet" in failure.event_specific_data.error.message.lower()
+    (manifest,) = harness.table("reporting_common_costusagereportmanifest", "id")
+    summary_state = manifest["state"]["summary"]
+    assert "failed" in summary_state and "parquet magic bytes" in str(summary_state).lower()
+
+
+def test_a_provider_deleted_during_a_run_keeps_nothing(harness: Harness, nise_aws: Path) -> None:
+    from koku_dagster.assets.ingest import line_items, report_files, report_manifest
+
+    uuid, _ = _setup(harness, nise_aws, "going")
+    key = dg.MultiPartitionKey({"provider": uuid, "billing_month": MONTH.isoformat()})
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("providers", [uuid])
+        assert dg.materialize(INGEST_ASSETS, selection=[report_manifest, report_files], partition_key=key,
+                              resources=_resources(harness), instance=instance).success
+        with harness.engine.begin() as conn:  # the sources sensor starts deleting it (its files next, then rows)
+            conn.execute(sa.text("UPDATE api_provider SET active = false WHERE uuid = :u"), {"u": uuid})
+        result = dg.materialize(INGEST_ASSETS, selection=[line_items], partition_key=key,
+                                resources=_resources(harness), instance=instance, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "was deleted during the run" in failure.event_specific_data.error.message
+    assert not [p for p in (harness.store.local_root / "data").rglob("*") if f"source={uuid}" in str(p)]
+    assert harness.table("reporting_common_costusagereportmanifest", "id") == []
+
+
+def test_months_beyond_retention_are_not_ingested(harness: Harness, nise_aws: Path) -> None:
+    uuid, _ = _setup(harness, nise_aws, "too-old")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("providers", [uuid])
+        old = dg.materialize(
+            INGEST_ASSETS, partition_key=dg.MultiPartitionKey({"provider": uuid, "billing_month": "2026-10-01"}),
+            resources=_resources(harness) | {"ingestion": IngestionResource(home=str(harness.store.local_root),
+                                                                            retain_num_months=1)},
+            instance=instance,
+        )
+    assert old.success and not old.get_asset_materialization_events()  # October is gone by November's rule
+    assert harness.table("reporting_common_costusagereportmanifest", "id") == []

@@ -441,3 +441,16 @@ def test_gcp_bad_input(gcp_dir: Path, tmp_path: Path) -> None:
         LocalGcpExports(linked).find_manifest(OCTOBER)
     with pytest.raises(IngestError):
         LocalGcpExports(tmp_path / "missing")
+
+
+def test_gcp_files_that_would_share_a_line_item_file_are_refused(gcp_dir: Path, tmp_path: Path) -> None:
+    bucket = _copy(gcp_dir, tmp_path, "clash")
+    export = _only_csv(bucket)
+    (bucket / "a").mkdir()
+    (bucket / "b").mkdir()
+    shutil.copy(export, bucket / "a" / "billing.csv")
+    with gzip.open(bucket / "b" / "billing.csv.gz", "wb") as out:
+        out.write(export.read_bytes())
+    with pytest.raises(ManifestError, match=r"share a line-item file name \(billing.parquet\)"):
+        _gcp_run(bucket, tmp_path / "out")
+    assert not (tmp_path / "out" / "data").exists()

@@ -125,3 +125,20 @@ def test_billing_change_requests_forced_reingestion(harness: Harness) -> None:
         assert all(r.run_key.startswith("reingest:") for r in changed.run_requests)
         harness.admin.update_source(created["source"]["id"], name="Renamed")  # not an account change
         assert not _tick(harness, instance).run_requests
+
+
+def test_a_provider_recreated_under_the_same_uuid_is_ingested_again(harness: Harness) -> None:
+    bucket = harness.buckets / "again"
+    bucket.mkdir()
+    uid = "0b6c0f8e-1111-4e5e-9d9e-0000000000aa"
+    with dg.instance_for_test() as instance:
+        first = harness.admin.create_cost_source("aws-local", "AWS", bucket=str(bucket), uid=uid)
+        keys_before = {r.run_key for r in _tick(harness, instance).run_requests}
+        assert len(keys_before) == 3
+        harness.admin.delete_source(first["source"]["id"])
+        _tick(harness, instance)
+        harness.admin.create_cost_source("aws-local", "AWS again", bucket=str(bucket), uid=uid)
+        result = _tick(harness, instance)
+        keys_after = {r.run_key for r in result.run_requests}
+        assert {str(r.partition_key).split("|")[1] for r in result.run_requests} == {uid}
+        assert len(keys_after) == 3 and not keys_after & keys_before  # not swallowed as already requested

@@ -8,7 +8,8 @@ is skipped, unless the run is forced (``ManifestConfig.force``, used after a bil
 
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
@@ -18,12 +19,17 @@ import dagster as dg
 from koku_dagster.assets.partitions import provider_month_partitions
 from koku_dagster.db import manifests as records
 from koku_dagster.ingest.aws_source import Manifest, ReportFile, ReportSource
-from koku_dagster.ingest.errors import IngestError, ManifestError
+from koku_dagster.ingest.errors import ManifestError
 from koku_dagster.ingest.paths import csv_dir
 from koku_dagster.ingest.provider_types import STEPS, MonthPartition, ProviderSteps
 from koku_dagster.db.types import utcnow
 from koku_dagster.orchestration.polling import billing_months
-from koku_dagster.orchestration.provider_context import ProviderContext, load_provider, report_availability
+from koku_dagster.orchestration.provider_context import (
+    ProviderContext,
+    discard_if_deleted,
+    load_provider,
+    report_availability,
+)
 from koku_dagster.orchestration.report_sources import ArchivedReports, archive_file, report_source_for
 from koku_dagster.resources import ApplicationDatabase, ObjectStoreResource
 from koku_dagster.resources.ingestion import IngestionResource
@@ -71,13 +77,13 @@ def _current_manifest(source: ReportSource, month: date, recorded: records.Manif
     """The manifest being processed, as the source shows it now (the same assembly as recorded)."""
     manifest = source.find_manifest(month)
     if manifest is None or manifest.assembly_id != recorded.assembly_id:
-        raise dg.Failure(description="the month's manifest changed during the run; the next poll picks it up")
+        raise ManifestError("the month's manifest changed during the run; the next poll picks it up")
     return manifest
 
 
 def _fail(context: dg.AssetExecutionContext, app_db: ApplicationDatabase, manifest_id: int | None,
           step: records.Step, error: Exception, provider_uuid: str, *, unavailable: bool = False) -> dg.Failure:
-    message = f"{type(error).__name__}: {error}"
+    message = f"{type(error).__name__}: {error}"[:2000]
     context.log.error(message)
     engine = app_db.engine()
     if manifest_id is not None:
@@ -87,14 +93,38 @@ def _fail(context: dg.AssetExecutionContext, app_db: ApplicationDatabase, manife
     return dg.Failure(description=message)
 
 
+@contextmanager
+def _recorded_step(
+    context: dg.AssetExecutionContext, app_db: ApplicationDatabase, manifest_id: int, step: records.Step,
+    uuid: str, *, files: bool = False,
+) -> Iterator[None]:
+    """Any error of a step's work fails the partition with its message, recorded in the manifest
+    state (and, with ``files``, as every file's status): nothing is left looking in progress."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - recorded and re-raised as the step's Failure
+        if files:
+            engine = app_db.engine()
+            for name in records.file_statuses(engine, manifest_id):
+                records.set_file_status(engine, manifest_id, name, records.FileStatus.FAILED)
+        raise _fail(context, app_db, manifest_id, step, exc, uuid) from None
+
+
+def _ensure_live(app_db: ApplicationDatabase, object_store: ObjectStoreResource, uuid: str) -> None:
+    """After a step wrote files: fail (and remove them again) if the provider was deleted meanwhile."""
+    if discard_if_deleted(app_db.engine(), object_store.store(), uuid):
+        raise dg.Failure(description=f"provider {uuid} was deleted during the run; what the run wrote was removed")
+
+
 def _purge_expired(
     context: dg.AssetExecutionContext,
     app_db: ApplicationDatabase,
     object_store: ObjectStoreResource,
     ingestion: IngestionResource,
     uuid: str,
-) -> None:
-    """Drop the provider's months older than ``KOKU_RETAIN_NUM_MONTHS`` (files and manifests).
+) -> date:
+    """Drop the provider's months older than ``KOKU_RETAIN_NUM_MONTHS`` (files and manifests); return
+    the first month kept.
 
     Done when a polled provider's manifest is looked for (even when nothing new came) and after each
     summary (OpenShift months are summarised, never polled).
@@ -104,6 +134,7 @@ def _purge_expired(
     manifests = records.purge_manifests_before(app_db.engine(), uuid, cutoff)
     if files or manifests:
         context.log.info(f"retention: removed {files} month folder(s) and {manifests} manifest(s) before {cutoff}")
+    return cutoff
 
 
 def _latest_manifest(app_db: ApplicationDatabase, uuid: str, month: date) -> records.ManifestRecord:
@@ -146,7 +177,10 @@ def report_manifest(
     except Exception as exc:  # noqa: BLE001 - bad paths, missing buckets, refused credentials
         raise _fail(context, app_db, None, "download", exc, uuid, unavailable=True) from None
     report_availability(engine, uuid, None)
-    _purge_expired(context, app_db, object_store, ingestion, uuid)  # also when nothing new comes
+    cutoff = _purge_expired(context, app_db, object_store, ingestion, uuid)  # also when nothing new comes
+    if month < cutoff:
+        context.log.info(f"{month:%Y-%m} is older than the {ingestion.retain_num_months} months kept; not ingested")
+        return
     if manifest is None:
         context.log.info(f"no manifest for {month:%Y-%m} yet")
         return
@@ -188,7 +222,7 @@ def report_files(
     store = object_store.store()
     archive = csv_dir(store.local_root, ctx.schema, ctx.storage_type, uuid, month)
     records.set_step(engine, recorded.id, "download", "start")
-    try:
+    with _recorded_step(context, app_db, recorded.id, "download", uuid, files=True):
         source = _source(ctx, object_store)
         manifest = _current_manifest(source, month, recorded)
         statuses = records.file_statuses(engine, recorded.id)
@@ -212,11 +246,8 @@ def report_files(
         for stale in archive.glob("*") if archive.exists() else []:
             if stale.is_file() and stale.name not in keep:
                 stale.unlink()  # files of a replaced assembly
-    except IngestError as exc:
-        for name in records.file_statuses(engine, recorded.id):
-            records.set_file_status(engine, recorded.id, name, records.FileStatus.FAILED)
-        raise _fail(context, app_db, recorded.id, "download", exc, uuid) from None
-    store.publish(archive)
+        store.publish(archive)
+    _ensure_live(app_db, object_store, uuid)
     records.set_step(engine, recorded.id, "download", "end")
     return dg.MaterializeResult(
         metadata={
@@ -255,19 +286,16 @@ def line_items(
     engine = app_db.engine()
     recorded = _latest_manifest(app_db, uuid, month)
     store = object_store.store()
-    manifest = _current_manifest(_source(ctx, object_store), month, recorded)
     archive = csv_dir(part.out_root, ctx.schema, ctx.storage_type, uuid, month)
-    store.fetch(archive)
     records.set_step(engine, recorded.id, "processing", "start")
-    for file in manifest.files:
-        records.set_file_status(engine, recorded.id, file.name, records.FileStatus.PROCESSING)
-    try:
-        result = steps.convert(ArchivedReports(archive, manifest), manifest, part)
-    except IngestError as exc:
+    with _recorded_step(context, app_db, recorded.id, "processing", uuid, files=True):
+        manifest = _current_manifest(_source(ctx, object_store), month, recorded)
+        store.fetch(archive)
         for file in manifest.files:
-            records.set_file_status(engine, recorded.id, file.name, records.FileStatus.FAILED)
-        raise _fail(context, app_db, recorded.id, "processing", exc, uuid) from None
-    store.publish(result.partition)
+            records.set_file_status(engine, recorded.id, file.name, records.FileStatus.PROCESSING)
+        result = steps.convert(ArchivedReports(archive, manifest), manifest, part)
+        store.publish(result.partition)
+    _ensure_live(app_db, object_store, uuid)
     for file in manifest.files:
         records.set_file_status(engine, recorded.id, file.name, records.FileStatus.DONE)
     records.mark_setup_complete(engine, uuid)
@@ -310,10 +338,13 @@ def daily_line_items(
     if steps.build_daily is None:
         context.log.info(f"{ctx.type}: the summary reads the line items directly; no daily line items")
         return dg.MaterializeResult(metadata={"dagster/row_count": 0, "applies": False})
-    _fetch_all(object_store, steps.line_item_dirs(part))
-    result = steps.build_daily(part)
-    for partition in result.partitions:
-        object_store.store().publish(partition)
+    recorded = _latest_manifest(app_db, uuid, month)
+    with _recorded_step(context, app_db, recorded.id, "summary", uuid):
+        _fetch_all(object_store, steps.line_item_dirs(part))
+        result = steps.build_daily(part)
+        for partition in result.partitions:
+            object_store.store().publish(partition)
+    _ensure_live(app_db, object_store, uuid)
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(os.path.commonpath(result.partitions)),
@@ -362,11 +393,13 @@ def daily_summary(
     part, steps = _month(ctx, month, object_store, ingestion)
     engine = app_db.engine()
     recorded = _latest_manifest(app_db, uuid, month)
-    _fetch_all(object_store, steps.line_item_dirs(part) + steps.daily_dirs(part))  # line-item footers hold raw totals
     records.set_step(engine, recorded.id, "summary", "start")
-    result = steps.build_summary(part)
-    object_store.store().publish(result.partition)
-    checks = steps.checks(part)
+    with _recorded_step(context, app_db, recorded.id, "summary", uuid):
+        _fetch_all(object_store, steps.line_item_dirs(part) + steps.daily_dirs(part))  # footers hold raw totals
+        result = steps.build_summary(part)
+        object_store.store().publish(result.partition)
+        checks = steps.checks(part)
+    _ensure_live(app_db, object_store, uuid)
     records.set_step(engine, recorded.id, "summary", "end")
     records.mark_manifest_complete(engine, recorded.id, uuid)
     _purge_expired(context, app_db, object_store, ingestion, uuid)

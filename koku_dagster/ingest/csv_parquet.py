@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from koku_dagster.ingest.aws_columns import TIMESTAMP_TYPE
 from koku_dagster.ingest.aws_source import Manifest, ReportFile, ReportFiles
-from koku_dagster.ingest.errors import CorruptReportError, ReportFormatError
+from koku_dagster.ingest.errors import CorruptReportError, ManifestError, ReportFormatError
 from koku_dagster.ingest.months import month_range
 from koku_dagster.ingest.paths import replacing
 from koku_dagster.ingest.results import ConvertedFile, FileFigures, LineItemsResult, S
@@ -283,6 +283,10 @@ def convert_manifest_files(
     previous partition untouched.
     """
     month = manifest.billing_period_start
+    stems = [stem(f.name) for f in manifest.files]
+    if len(set(stems)) != len(stems):
+        twice = sorted({s for s in stems if stems.count(s) > 1})
+        raise ManifestError(f"report files would share a line-item file name ({twice[0]}.parquet); rename one")
     with replacing(partition) as staging, ThreadPoolExecutor(max_workers=max_workers) as pool:
 
         def convert_one(file: ReportFile) -> ConvertedFile[S]:

@@ -7,8 +7,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from koku_dagster.db import manifests
 from koku_dagster.db.schema import customer, provider, provider_authentication, provider_billing_source, sources
 from koku_dagster.db.types import utcnow
+from koku_dagster.object_store import ObjectStore
 from koku_dagster.sources.model import base_type
 from koku_dagster.sources.status import build_status
 
@@ -80,4 +82,21 @@ def report_availability(engine: sa.Engine, provider_uuid: str, error: str | None
             .where(sources.c.source_id == current.source_id)
             .values(status=status, status_push_pending=True, updated_timestamp=utcnow())
         )
+    return True
+
+
+def discard_if_deleted(engine: sa.Engine, store: ObjectStore, provider_uuid: str) -> bool:
+    """After a step wrote files: when the provider was deleted (or is being deleted: it is made
+    inactive first) meanwhile, remove its files and manifests again and return True.
+
+    The deletion removed the files before this step wrote its own; without this they would
+    outlive the provider.
+    """
+    with engine.connect() as conn:
+        live = conn.execute(sa.select(provider.c.active).where(provider.c.uuid == provider_uuid)).scalar()
+    if live:
+        return False
+    store.delete_provider_data(provider_uuid)
+    with engine.begin() as conn:
+        manifests.delete_manifest_rows(conn, manifests.provider_manifests(provider_uuid))
     return True

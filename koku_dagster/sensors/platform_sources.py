@@ -43,12 +43,17 @@ def _ingest_requests(report: SyncReport, engine: sa.Engine, initial_months: int,
     if not wanted:
         return []
     with engine.connect() as conn:
-        types = dict(conn.execute(sa.select(provider.c.uuid, provider.c.type).where(provider.c.uuid.in_(wanted))).all())
+        rows = conn.execute(
+            sa.select(provider.c.uuid, provider.c.type, provider.c.created_timestamp).where(provider.c.uuid.in_(wanted))
+        ).all()
+    found = {uuid: (type_, created) for uuid, type_, created in rows}
     requests = []
     for uuid, force in sorted(wanted.items()):
-        if types.get(uuid) not in POLLED_TYPES:
+        type_, created = found.get(uuid, (None, None))
+        if type_ not in POLLED_TYPES:
             continue
-        stamp = f":{now:%Y%m%dT%H%M%S}" if force else ""
+        # A provider re-created under the same uuid (same source uid) is a new creation: a new key.
+        stamp = f":{(now if force else created):%Y%m%dT%H%M%S.%f}"
         for month in months_to_ingest(False, now.date(), initial_months):
             key = f"{'reingest' if force else 'new'}:{uuid}:{month:%Y-%m}{stamp}"
             requests.append(ingest_run_request(uuid, month, key, force=force))

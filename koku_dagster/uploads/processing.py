@@ -52,6 +52,7 @@ from koku_dagster.ingest.ocp_payload import (
 )
 from koku_dagster.ingest.paths import csv_dir, ocp_line_items_dir
 from koku_dagster.object_store import ObjectStore
+from koku_dagster.orchestration.provider_context import discard_if_deleted
 from koku_dagster.uploads import records
 from koku_dagster.uploads.announcements import shown_url
 from koku_dagster.uploads.records import FAILURE, SUCCESS, Upload
@@ -78,11 +79,6 @@ class UnknownUploadError(LookupError):
 
 class ClusterNotFoundError(IngestError):
     """No active OpenShift provider of the announcement's org has the payload's cluster id."""
-
-
-def _still_active(engine: sa.Engine, provider_uuid: str) -> bool:
-    with engine.connect() as conn:
-        return bool(conn.execute(sa.select(provider.c.active).where(provider.c.uuid == provider_uuid)).scalar())
 
 
 @dataclass(frozen=True)
@@ -256,11 +252,7 @@ def process_upload(
     for report_type, month in sorted(changed):
         store.publish(ocp_line_items_dir(store.local_root, target.schema, report_type, target.uuid, month))
     _record_manifests(engine, target, manifest, result.months_changed, started, downloaded, processed)
-    if not _still_active(engine, target.uuid):
-        # Deleted meanwhile: what this run wrote would outlive the provider's deletion.
-        store.delete_provider_data(target.uuid)
-        with engine.begin() as conn:
-            manifests.delete_manifest_rows(conn, manifests.provider_manifests(target.uuid))
+    if discard_if_deleted(engine, store, target.uuid):
         reason = f"the OpenShift provider {target.uuid} was deleted or deactivated while the payload was processed"
         after = records.record_outcome(engine, request_id, state=FAILURE, reason=reason, cluster_id=manifest.cluster_id)
         return UploadOutcome(after, manifest, schema=target.schema, seconds=(utcnow() - started).total_seconds())
