@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import shutil
 from datetime import date
 from decimal import Decimal

@@ -84,8 +84,29 @@ class ProviderSteps:
     daily_dirs: Callable[[MonthPartition], list[Path]]
 
 
-def _one_daily(result: WrittenTable, table: str) -> DailyOutcome:
-    return DailyOutcome((result.partition,), len(result.files), result.rows, result.bytes, {table: result.rows})
+def _converter(convert_manifest: Callable[..., Any]) -> Callable[[ReportFiles, Manifest, MonthPartition], Any]:
+    """A cloud type's ``convert_manifest`` as a step."""
+    def convert(files: ReportFiles, manifest: Manifest, p: MonthPartition) -> Any:
+        return convert_manifest(files, manifest, schema=p.schema, provider_uuid=p.provider_uuid, out_root=p.out_root)
+
+    return convert
+
+
+def _table(build: Callable[..., WrittenTable]) -> Callable[[MonthPartition], WrittenTable]:
+    """A cloud type's ``build_daily`` or ``build_summary`` as a step."""
+    def step(p: MonthPartition) -> WrittenTable:
+        return build(**p.where, work_dir=p.work_dir)
+
+    return step
+
+
+def _one_daily(build: Callable[[MonthPartition], WrittenTable], table: str) -> Callable[[MonthPartition], DailyOutcome]:
+    """A step writing one daily partition, as a :class:`DailyOutcome`."""
+    def step(p: MonthPartition) -> DailyOutcome:
+        result = build(p)
+        return DailyOutcome((result.partition,), len(result.files), result.rows, result.bytes, {table: result.rows})
+
+    return step
 
 
 def _cloud_dirs(which: Callable[..., Path]) -> Callable[[MonthPartition], list[Path]]:
@@ -178,33 +199,27 @@ def _ocp_summary(p: MonthPartition) -> WrittenTable:
 STEPS: dict[str, ProviderSteps] = {
     "AWS": ProviderSteps(
         summary_table=aws.SUMMARY_TABLE,
-        convert=lambda files, manifest, p: aws.convert_manifest(
-            files, manifest, schema=p.schema, provider_uuid=p.provider_uuid, out_root=p.out_root
-        ),
-        build_daily=lambda p: _one_daily(aws.build_daily(**p.where, work_dir=p.work_dir), "aws"),
-        build_summary=lambda p: aws.build_summary(**p.where, work_dir=p.work_dir),
+        convert=_converter(aws.convert_manifest),
+        build_daily=_one_daily(_table(aws.build_daily), "aws"),
+        build_summary=_table(aws.build_summary),
         checks=_aws_checks,
         line_item_dirs=_cloud_dirs(line_items_dir),
         daily_dirs=_cloud_dirs(daily_dir),
     ),
     "Azure": ProviderSteps(
         summary_table=azure.SUMMARY_TABLE,
-        convert=lambda files, manifest, p: azure.convert_manifest(
-            files, manifest, schema=p.schema, provider_uuid=p.provider_uuid, out_root=p.out_root
-        ),
+        convert=_converter(azure.convert_manifest),
         build_daily=None,
-        build_summary=lambda p: azure.build_summary(**p.where, work_dir=p.work_dir),
+        build_summary=_table(azure.build_summary),
         checks=_azure_checks,
         line_item_dirs=_cloud_dirs(line_items_dir),
         daily_dirs=lambda p: [],
     ),
     "GCP": ProviderSteps(
         summary_table=gcp.SUMMARY_TABLE,
-        convert=lambda files, manifest, p: gcp.convert_manifest(
-            files, manifest, schema=p.schema, provider_uuid=p.provider_uuid, out_root=p.out_root
-        ),
-        build_daily=lambda p: _one_daily(gcp.build_daily(**p.where, work_dir=p.work_dir), "gcp"),
-        build_summary=lambda p: gcp.build_summary(**p.where, work_dir=p.work_dir),
+        convert=_converter(gcp.convert_manifest),
+        build_daily=_one_daily(_table(gcp.build_daily), "gcp"),
+        build_summary=_table(gcp.build_summary),
         checks=_gcp_checks,
         line_item_dirs=_cloud_dirs(line_items_dir),
         daily_dirs=_cloud_dirs(daily_dir),
