@@ -64,8 +64,8 @@ def _own_cpu() -> float:
 
 
 def _prepare_db(url: str) -> Any:
-    from koku_dagster.db.engine import get_engine
-    from koku_dagster.db.migrate import migrate
+    from koku_dagster.infra.db.engine import get_engine
+    from koku_dagster.infra.db.migrate import migrate
 
     migrate(url)
     return get_engine(url)
@@ -74,7 +74,7 @@ def _prepare_db(url: str) -> Any:
 def _db_counts(engine: Any) -> dict[str, int]:
     import sqlalchemy as sa
 
-    from koku_dagster.db.schema import provider, rejected_message, sources
+    from koku_dagster.infra.db.schema import provider, rejected_message, sources
 
     def count(table: Any, *where: Any) -> int:
         with engine.connect() as conn:
@@ -231,10 +231,11 @@ def _unpooled_client(api: str) -> Any:
 def _child_baseline(cfg: dict[str, Any]) -> dict[str, Any]:
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-    from koku_dagster.db.types import utcnow
+    from koku_dagster.infra.db.types import utcnow
     from koku_dagster.devtools.services import kafka_consumer_config
     from koku_dagster.sources.errors import PoisonMessage, SourceNotFound
-    from koku_dagster.sources.events import MessagePosition, parse_message
+    from koku_dagster.infra.kafka import MessagePosition
+    from koku_dagster.sources.events import parse_message
     from koku_dagster.sources.platform import PlatformView
     from koku_dagster.sources.processor import apply_event
     from koku_dagster.sources.providers import ProviderOperations

@@ -6,8 +6,8 @@ import argparse
 import logging
 import sys
 
-from koku_dagster.db.migrate import SCHEMA_VERSION, migrate
-from koku_dagster.settings import get_settings
+from koku_dagster.infra.db.migrate import SCHEMA_VERSION, migrate
+from koku_dagster.infra.settings import get_settings
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,13 +9,13 @@ import dagster as dg
 from koku_dagster.assets.ingest import INGEST_ASSETS, provider_month_ingest
 from koku_dagster.assets.ocp_uploads import ocp_payload_ingest, ocp_payload_uploads
 from koku_dagster.assets.records import provider_records, providers_match_sources, source_records
-from koku_dagster.db.migrate import migrate
+from koku_dagster.infra.db.migrate import migrate
 from koku_dagster.resources import ApplicationDatabase, KafkaResource, ObjectStoreResource, PlatformSourcesResource
 from koku_dagster.resources.ingestion import IngestionResource
 from koku_dagster.schedules.report_polling import report_polling_schedule
 from koku_dagster.sensors.ocp_upload import ocp_upload_sensor
 from koku_dagster.sensors.platform_sources import platform_sources_sensor
-from koku_dagster.settings import Settings, get_settings
+from koku_dagster.infra.settings import Settings, get_settings
 
 
 def _secret(name: str, default: str) -> str | dg.EnvVar:

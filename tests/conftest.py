@@ -15,14 +15,14 @@ import pytest
 import sqlalchemy as sa
 from confluent_kafka import Producer
 
-from koku_dagster.db.engine import dispose_engine, get_engine
-from koku_dagster.db.migrate import migrate
-from koku_dagster.db.types import utcnow
-from koku_dagster.db.schema import metadata
+from koku_dagster.infra.db.engine import dispose_engine, get_engine
+from koku_dagster.infra.db.migrate import migrate
+from koku_dagster.infra.db.types import utcnow
+from koku_dagster.infra.db.schema import metadata
 from koku_dagster.devtools.platform_sources import StandInAdmin, StandInServer
 from koku_dagster.devtools.platform_sources.admin import identity_header
 from koku_dagster.devtools.services import EmbeddedPostgres, TansuBroker, create_topics
-from koku_dagster.object_store import ObjectStore
+from koku_dagster.infra.object_store import ObjectStore
 from koku_dagster.sources.client import SourcesClient
 from koku_dagster.sources.sync import SourcesSync, SyncLimits, SyncReport
 

@@ -263,7 +263,7 @@ def test_s3_object_store_publishes_and_fetches_partitions(
         )
         assert rerun.success and all(c.passed for c in rerun.get_asset_check_evaluations())
         assert sorted(keys()) == sorted(stored)  # replaced, not duplicated
-        from koku_dagster.object_store import ObjectStore
+        from koku_dagster.infra.object_store import ObjectStore
 
         ObjectStore(f"s3://{store_bucket}/koku", moto_server.endpoint_url, cache).delete_provider_data(uuid)
         assert keys() == [] and not list(cache.rglob(f"source={uuid}"))
@@ -298,7 +298,7 @@ def test_missing_manifest_fails_its_partition_but_a_month_without_reports_does_n
 
 
 def test_a_summary_purges_the_provider_months_beyond_retention(harness: Harness, nise_aws: Path) -> None:
-    from koku_dagster.db import manifests
+    from koku_dagster.ingest import manifests
 
     uuid, _ = _setup(harness, nise_aws, "retained")
     old = date(2020, 1, 1)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from koku_dagster.db.engine import get_engine
-from koku_dagster.db.migrate import SCHEMA_VERSION, migrate
+from koku_dagster.infra.db.engine import get_engine
+from koku_dagster.infra.db.migrate import SCHEMA_VERSION, migrate
 
 
 def test_upgrade_from_version_1_and_rerun(db_url: str) -> None:

@@ -24,9 +24,9 @@ import sqlalchemy as sa
 
 from koku_dagster.assets.ingest import daily_line_items, daily_summary
 from koku_dagster.assets.ocp_uploads import ocp_payload_ingest
-from koku_dagster.db.engine import get_engine
-from koku_dagster.db.migrate import SCHEMA_VERSION, migrate
-from koku_dagster.db.schema import metadata
+from koku_dagster.infra.db.engine import get_engine
+from koku_dagster.infra.db.migrate import SCHEMA_VERSION, migrate
+from koku_dagster.infra.db.schema import metadata
 from koku_dagster.devtools.demo_data import OCP_CLUSTER_ID, generate
 from koku_dagster.devtools.platform_sources.admin import identity_header
 from koku_dagster.devtools.services import create_topics
@@ -37,8 +37,8 @@ from koku_dagster.resources import ApplicationDatabase, KafkaResource, ObjectSto
 from koku_dagster.resources.ingestion import IngestionResource
 from koku_dagster.sensors import ocp_upload as sensor_module
 from koku_dagster.sensors.ocp_upload import ocp_upload_sensor
-from koku_dagster.sources.events import MessagePosition
-from koku_dagster.streaming import BatchConsumer
+from koku_dagster.infra.kafka import MessagePosition
+from koku_dagster.infra.kafka import BatchConsumer
 from koku_dagster.uploads.announcements import BadAnnouncement, parse_announcement, shown_url
 from koku_dagster.uploads.intake import UPLOAD_GROUP
 from koku_dagster.uploads.processing import UploadLimits, _reason, process_upload

@@ -7,8 +7,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from koku_dagster.db.engine import get_engine
-from koku_dagster.db.schema import customer, provider
+from koku_dagster.infra.db.engine import get_engine
+from koku_dagster.infra.db.schema import customer, provider
 from koku_dagster.orchestration.polling import (
     billing_months,
     currently_processing,

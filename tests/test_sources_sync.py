@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from koku_dagster.db.schema import provider, sources
-from koku_dagster.db.types import utcnow
+from koku_dagster.infra.db.schema import provider, sources
+from koku_dagster.infra.db.types import utcnow
 from koku_dagster.devtools.platform_sources.admin import identity_header
 from koku_dagster.sources.status import DUPLICATE_ACCOUNT_MESSAGE
-from koku_dagster.streaming import BatchConsumer
+from koku_dagster.infra.kafka import BatchConsumer
 from tests.conftest import Harness, default_headers
 
 ARN = "arn:aws:iam::111111111111:role/CostManagement"
@@ -332,7 +332,7 @@ def test_failing_provider_operation_is_retried_then_marked_failed(harness: Harne
     sync.operations.purge_data = broken_purge
     from datetime import timedelta
 
-    from koku_dagster.db.types import utcnow
+    from koku_dagster.infra.db.types import utcnow
     from koku_dagster.sources.providers import MAX_OP_ATTEMPTS
 
     now = utcnow()
@@ -415,7 +415,7 @@ def test_kafka_outage_is_reported_and_local_work_goes_on(harness: Harness) -> No
 def test_database_errors_do_not_reveal_bound_values(harness: Harness) -> None:
     secret_header = "c2VjcmV0LWlkZW50aXR5LWhlYWRlcg=="
     row = dict(source_id=1, offset=0, auth_header=secret_header, authentication={}, updated_timestamp=None)
-    from koku_dagster.db.types import utcnow
+    from koku_dagster.infra.db.types import utcnow
 
     row["updated_timestamp"] = utcnow()
     with harness.engine.begin() as conn:
@@ -441,8 +441,8 @@ def test_aws_role_arn_falls_back_to_the_internal_password(harness: Harness) -> N
 def test_database_outage_commits_nothing_and_recovers(
     harness: Harness, tmp_path: Path
 ) -> None:
-    from koku_dagster.db.engine import dispose_engine, get_engine
-    from koku_dagster.db.migrate import migrate
+    from koku_dagster.infra.db.engine import dispose_engine, get_engine
+    from koku_dagster.infra.db.migrate import migrate
     from koku_dagster.devtools.services import EmbeddedPostgres
 
     if not harness.url.startswith("postgresql"):
@@ -498,7 +498,7 @@ def test_a_failing_creation_does_not_hold_back_its_chunk(harness: Harness, monke
 
 def test_a_chunk_keeps_the_rules_in_source_order(harness: Harness) -> None:
     """Creations checked together, updates and existing provider rows one by one, in source order."""
-    from koku_dagster.db.schema import customer, provider_authentication, provider_billing_source
+    from koku_dagster.infra.db.schema import customer, provider_authentication, provider_billing_source
     from koku_dagster.sources.providers import _insert_json
 
     def bucket(name: str) -> str:

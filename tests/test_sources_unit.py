@@ -12,7 +12,8 @@ from koku_dagster.devtools.platform_sources import StandInServer
 from koku_dagster.devtools.platform_sources.admin import StandInAdmin, identity_header
 from koku_dagster.sources.client import SourcesClient
 from koku_dagster.sources.errors import PoisonMessage, ProviderValidationError, SourceNotFound, SourcesApiError
-from koku_dagster.sources.events import MessagePosition, parse_message
+from koku_dagster.infra.kafka import MessagePosition
+from koku_dagster.sources.events import parse_message
 from koku_dagster.sources.model import SourceRecord, Tenant
 from koku_dagster.sources.providers import needed_operation
 from koku_dagster.sources.status import MISSING_FIELDS_MESSAGE, build_status

@@ -17,12 +17,12 @@ from pathlib import Path
 import dagster as dg
 
 from koku_dagster.assets.partitions import provider_month_partitions
-from koku_dagster.db import manifests as records
+from koku_dagster.ingest import manifests as records
 from koku_dagster.ingest.aws_source import Manifest, ReportFile, ReportSource
 from koku_dagster.ingest.errors import ManifestError
 from koku_dagster.ingest.paths import csv_dir
 from koku_dagster.ingest.provider_types import STEPS, MonthPartition, ProviderSteps
-from koku_dagster.db.types import utcnow
+from koku_dagster.infra.db.types import utcnow
 from koku_dagster.orchestration.polling import billing_months
 from koku_dagster.orchestration.provider_context import (
     ProviderContext,
@@ -33,7 +33,7 @@ from koku_dagster.orchestration.provider_context import (
 from koku_dagster.orchestration.report_sources import ArchivedReports, archive_file, report_source_for
 from koku_dagster.resources import ApplicationDatabase, ObjectStoreResource
 from koku_dagster.resources.ingestion import IngestionResource
-from koku_dagster.warehouse import refresh_views
+from koku_dagster.ingest.warehouse import refresh_views
 
 GROUP = "ingest"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import sqlalchemy as sa
 
-from koku_dagster.db.schema import provider, sources
+from koku_dagster.infra.db.schema import provider, sources
 from koku_dagster.resources import ApplicationDatabase
 
 source_records = dg.AssetSpec(

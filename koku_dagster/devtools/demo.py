@@ -20,14 +20,14 @@ from types import FrameType
 
 import sqlalchemy as sa
 
-from koku_dagster.db.engine import get_engine
-from koku_dagster.db.schema import provider
+from koku_dagster.infra.db.engine import get_engine
+from koku_dagster.infra.db.schema import provider
 from koku_dagster.devtools.demo_data import OCP_CLUSTER_ID, generate
 from koku_dagster.devtools.platform_sources.admin import StandInAdmin
 from koku_dagster.devtools.platform_sources.server import StandInServer
 from koku_dagster.devtools.services import TansuBroker, create_topics
 from koku_dagster.devtools.uploads import announce_payloads
-from koku_dagster.settings import get_settings
+from koku_dagster.infra.settings import get_settings
 
 REPO = Path(__file__).resolve().parents[2]
 UI_URL = "http://127.0.0.1:3000"

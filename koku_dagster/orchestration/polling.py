@@ -9,7 +9,7 @@ from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 
-from koku_dagster.db.schema import provider
+from koku_dagster.infra.db.schema import provider
 from koku_dagster.orchestration.report_sources import READABLE_TYPES
 
 #: Hourly polls spread the providers over the day: each hour takes ceil(n / POLLING_COUNT).

@@ -7,10 +7,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from koku_dagster.db import manifests
-from koku_dagster.db.schema import customer, provider, provider_authentication, provider_billing_source, sources
-from koku_dagster.db.types import utcnow
-from koku_dagster.object_store import ObjectStore
+from koku_dagster.ingest import manifests
+from koku_dagster.infra.db.schema import customer, provider, provider_authentication, provider_billing_source, sources
+from koku_dagster.infra.db.types import utcnow
+from koku_dagster.infra.object_store import ObjectStore
 from koku_dagster.sources.model import base_type
 from koku_dagster.sources.status import build_status
 

@@ -5,8 +5,8 @@ import threading
 import dagster as dg
 import sqlalchemy as sa
 
-from koku_dagster.db.engine import get_engine
-from koku_dagster.db.migrate import migrate
+from koku_dagster.infra.db.engine import get_engine
+from koku_dagster.infra.db.migrate import migrate
 
 _migrated: set[str] = set()
 _lock = threading.Lock()

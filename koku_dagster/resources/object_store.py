@@ -7,7 +7,7 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from koku_dagster.ingest.aws_source import assume_role_credentials
-from koku_dagster.object_store import ObjectStore
+from koku_dagster.infra.object_store import ObjectStore
 
 
 class ObjectStoreResource(dg.ConfigurableResource):

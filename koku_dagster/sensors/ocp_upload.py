@@ -31,7 +31,7 @@ from koku_dagster.assets.ocp_uploads import (
     payload_run_request,
 )
 from koku_dagster.assets.partitions import billing_month_partitions, providers_partitions
-from koku_dagster.db.schema import provider
+from koku_dagster.infra.db.schema import provider
 from koku_dagster.resources import ApplicationDatabase, KafkaResource
 from koku_dagster.uploads import records
 from koku_dagster.uploads.intake import IntakeReport, take_announcements

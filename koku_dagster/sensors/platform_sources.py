@@ -9,8 +9,8 @@ import sqlalchemy as sa
 
 from koku_dagster.assets.ingest import ingest_run_request, provider_month_ingest
 from koku_dagster.assets.partitions import providers_partitions
-from koku_dagster.db.schema import provider
-from koku_dagster.db.types import utcnow
+from koku_dagster.infra.db.schema import provider
+from koku_dagster.infra.db.types import utcnow
 from koku_dagster.orchestration.polling import POLLED_TYPES, months_to_ingest
 from koku_dagster.assets.records import provider_records, source_records
 from koku_dagster.resources import ApplicationDatabase, KafkaResource, ObjectStoreResource, PlatformSourcesResource

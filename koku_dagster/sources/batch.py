@@ -16,10 +16,11 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from koku_dagster.db.rejections import record_rejection
-from koku_dagster.db.schema import consumer_progress, message_retry
+from koku_dagster.infra.rejections import record_rejection
+from koku_dagster.infra.db.schema import consumer_progress, message_retry
 from koku_dagster.sources.errors import PoisonMessage, SourceNotFound, SourcesApiError
-from koku_dagster.sources.events import MessagePosition, SourceEvent, event_type_of, parse_message
+from koku_dagster.infra.kafka import MessagePosition, RawMessage
+from koku_dagster.sources.events import SourceEvent, event_type_of, parse_message
 from koku_dagster.sources.model import SourceRecord, Tenant
 from koku_dagster.sources.platform import PlatformView
 from koku_dagster.sources.processor import apply_event
@@ -35,13 +36,6 @@ _RETRY_BASE_SECONDS = 5.0
 _TASK_SIZE = 8
 
 TopicPartition = tuple[str, int]
-
-
-@dataclass(frozen=True)
-class RawMessage:
-    position: MessagePosition
-    headers: list[tuple[str, bytes | None]] | None
-    value: bytes | None
 
 
 @dataclass(frozen=True)

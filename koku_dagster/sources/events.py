@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from koku_dagster.infra.kafka import MessagePosition
 from koku_dagster.sources.errors import PoisonMessage
 from koku_dagster.sources.model import Tenant
 
@@ -21,13 +22,6 @@ HANDLED_EVENTS = APPLICATION_EVENTS | AUTHENTICATION_EVENTS | SOURCE_EVENTS
 
 _MAX_ID = 2**63 - 1
 _MAX_HEADER_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class MessagePosition:
-    topic: str
-    partition: int
-    offset: int
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from koku_dagster.db.schema import (
+from koku_dagster.infra.db.schema import (
     customer,
     provider,
     provider_authentication,
@@ -32,8 +32,8 @@ from koku_dagster.sources import status as status_mod
 from koku_dagster.sources.errors import ProviderValidationError
 from koku_dagster.sources.model import SourceRecord
 from koku_dagster.sources.source_settings import settings_complete
-from koku_dagster.db.manifests import delete_manifest_rows, provider_manifests
-from koku_dagster.db.types import utcnow
+from koku_dagster.ingest.manifests import delete_manifest_rows, provider_manifests
+from koku_dagster.infra.db.types import utcnow
 from koku_dagster.sources.store import load_record, load_records, record_from_row, save_record, save_records
 from koku_dagster.sources.validation import validate_provider_settings
 

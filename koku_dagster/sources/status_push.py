@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from koku_dagster.db.schema import sources
+from koku_dagster.infra.db.schema import sources
 from koku_dagster.sources.client import SourcesClient
 from koku_dagster.sources.errors import SourcesError
 from koku_dagster.sources.model import Tenant

@@ -8,8 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from koku_dagster.db.schema import sources
-from koku_dagster.db.types import utcnow
+from koku_dagster.infra.db.schema import sources
+from koku_dagster.infra.db.types import utcnow
 from koku_dagster.sources.model import SourceRecord
 
 _FIELDS = [f.name for f in dataclasses.fields(SourceRecord)]

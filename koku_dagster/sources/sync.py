@@ -18,15 +18,15 @@ from pathlib import Path
 import sqlalchemy as sa
 from confluent_kafka import KafkaException
 
-from koku_dagster.db.schema import provider, rejected_message, sources
-from koku_dagster.db.types import utcnow
+from koku_dagster.infra.db.schema import provider, rejected_message, sources
+from koku_dagster.infra.db.types import utcnow
 from koku_dagster.sources.batch import BatchResult, blocked_partitions, process_batch
 from koku_dagster.sources.client import SourcesClient
 from koku_dagster.sources.errors import SourcesApiError
 from koku_dagster.sources.platform import PlatformView
 from koku_dagster.sources.providers import DataPurger, OperationResult, ProviderOperations
 from koku_dagster.sources.status_push import PushSummary, push_pending_statuses
-from koku_dagster.streaming import BatchConsumer
+from koku_dagster.infra.kafka import BatchConsumer
 
 log = logging.getLogger(__name__)
 

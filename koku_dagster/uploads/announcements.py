@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from koku_dagster.sources.events import MessagePosition
+from koku_dagster.infra.kafka import MessagePosition
 
 SERVICE = "hccm"
 MAX_REQUEST_ID = 255

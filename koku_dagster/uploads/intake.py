@@ -1,6 +1,6 @@
 """Read a bounded batch of announcements and make it durable, then commit the Kafka offsets.
 
-Order: read (:class:`~koku_dagster.streaming.BatchConsumer`) -> parse -> one transaction inserting
+Order: read (:class:`~koku_dagster.infra.kafka.BatchConsumer`) -> parse -> one transaction inserting
 new uploads and rejected messages -> commit offsets. A crash before the offset commit replays the
 batch, which changes nothing (inserts are keyed by ``request_id`` and message position).
 """
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from koku_dagster.sources.batch import RawMessage
-from koku_dagster.streaming import BatchConsumer
+from koku_dagster.infra.kafka import RawMessage
+from koku_dagster.infra.kafka import BatchConsumer
 from koku_dagster.uploads.announcements import Announcement, BadAnnouncement, parse_announcement, service_of
 from koku_dagster.uploads.records import Rejection, record_intake
 

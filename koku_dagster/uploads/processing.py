@@ -37,9 +37,9 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
-from koku_dagster.db import manifests
-from koku_dagster.db.schema import customer, provider, provider_authentication
-from koku_dagster.db.types import utcnow
+from koku_dagster.ingest import manifests
+from koku_dagster.infra.db.schema import customer, provider, provider_authentication
+from koku_dagster.infra.db.types import utcnow
 from koku_dagster.ingest import ocp
 from koku_dagster.ingest.errors import IngestError
 from koku_dagster.ingest.ocp_payload import (
@@ -51,7 +51,7 @@ from koku_dagster.ingest.ocp_payload import (
     read_manifest,
 )
 from koku_dagster.ingest.paths import csv_dir, ocp_line_items_dir
-from koku_dagster.object_store import ObjectStore
+from koku_dagster.infra.object_store import ObjectStore
 from koku_dagster.orchestration.provider_context import discard_if_deleted
 from koku_dagster.uploads import records
 from koku_dagster.uploads.announcements import shown_url

@@ -13,10 +13,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from koku_dagster.db.rejections import record_rejection
-from koku_dagster.db.schema import ocp_payload_upload as uploads
-from koku_dagster.db.types import utcnow
-from koku_dagster.sources.events import MessagePosition
+from koku_dagster.infra.rejections import record_rejection
+from koku_dagster.infra.db.schema import ocp_payload_upload as uploads
+from koku_dagster.infra.db.types import utcnow
+from koku_dagster.infra.kafka import MessagePosition
 from koku_dagster.uploads.announcements import Announcement
 
 PENDING, SUCCESS, FAILURE = "pending", "success", "failure"

@@ -6,8 +6,8 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from koku_dagster.db.schema import rejected_message
-from koku_dagster.sources.events import MessagePosition
+from koku_dagster.infra.db.schema import rejected_message
+from koku_dagster.infra.kafka import MessagePosition
 
 
 def record_rejection(

@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from koku_dagster.db.schema import manifest, provider, report_status
-from koku_dagster.db.types import utcnow
+from koku_dagster.infra.db.schema import manifest, provider, report_status
+from koku_dagster.infra.db.types import utcnow
 
 Step = Literal["download", "processing", "summary"]
 

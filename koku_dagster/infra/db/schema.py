@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from koku_dagster.db.types import JsonColumn, UTCDateTime
+from koku_dagster.infra.db.types import JsonColumn, UTCDateTime
 
 metadata = sa.MetaData()
 

@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-from koku_dagster.db.engine import get_engine
-from koku_dagster.db.schema import metadata, ocp_payload_upload, schema_migration
-from koku_dagster.db.types import utcnow
+from koku_dagster.infra.db.engine import get_engine
+from koku_dagster.infra.db.schema import metadata, ocp_payload_upload, schema_migration
+from koku_dagster.infra.db.types import utcnow
 
 log = logging.getLogger(__name__)
 

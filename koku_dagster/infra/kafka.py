@@ -11,13 +11,30 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from koku_dagster.sources.batch import RawMessage
-from koku_dagster.sources.events import MessagePosition
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MessagePosition:
+    """Where a message sits: topic, partition and offset."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """A message as read, before any parsing."""
+
+    position: MessagePosition
+    headers: list[tuple[str, bytes | None]] | None
+    value: bytes | None
 
 
 def consumer_config(bootstrap: str, group_id: str) -> dict[str, object]:
