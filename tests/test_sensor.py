@@ -38,7 +38,7 @@ def _tick(h: Harness, instance: dg.DagsterInstance) -> dg.SensorResult:
 
 
 def test_definitions_load_with_contract_names(tmp_path, monkeypatch) -> None:
-    from koku_dagster import settings
+    from koku_dagster.infra import settings
 
     monkeypatch.setenv("KOKU_HOME", str(tmp_path))
     settings.get_settings.cache_clear()

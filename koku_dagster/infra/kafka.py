@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from koku_dagster.infra.settings import KafkaSecurity
+
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,9 @@ class RawMessage:
     value: bytes | None
 
 
-def consumer_config(bootstrap: str, group_id: str) -> dict[str, object]:
+def consumer_config(bootstrap: str, group_id: str, security: KafkaSecurity | None = None) -> dict[str, object]:
     return {
+        **(security or KafkaSecurity()).client_config(),
         "bootstrap.servers": bootstrap,
         "group.id": group_id,
         "enable.auto.commit": False,
@@ -52,13 +55,18 @@ def consumer_config(bootstrap: str, group_id: str) -> dict[str, object]:
     }
 
 
+def producer_config(bootstrap: str, security: KafkaSecurity | None = None, **extra: object) -> dict[str, object]:
+    """Producer settings with the deployment's TLS/SASL settings."""
+    return {**(security or KafkaSecurity()).client_config(), "bootstrap.servers": bootstrap, **extra}
+
+
 class BatchConsumer:
     """One short-lived consumer for one topic and group; use as a context manager."""
 
-    def __init__(self, bootstrap: str, topic: str, group_id: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, group_id: str, security: KafkaSecurity | None = None) -> None:
         self.topic = topic
         self.group_id = group_id
-        self._consumer = Consumer(consumer_config(bootstrap, group_id))
+        self._consumer = Consumer(consumer_config(bootstrap, group_id, security))
 
     def __enter__(self) -> BatchConsumer:
         return self
