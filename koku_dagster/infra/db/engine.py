@@ -8,8 +8,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+#: One engine (and so one connection pool) per URL and process: pools must be shared to bound connections.
 _engines: dict[str, sa.Engine] = {}
 _lock = threading.Lock()
+
+#: PostgreSQL: a server that does not answer, a statement or a lock wait that hangs, fails in bounded time.
+_PG_CONNECT_TIMEOUT_SECONDS = 10
+_PG_STATEMENT_TIMEOUT_MS = 120_000
+_PG_LOCK_TIMEOUT_MS = 30_000
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -35,7 +41,17 @@ def create_app_engine(url: str) -> sa.Engine:
         )
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True)
+    return sa.create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        hide_parameters=True,
+        connect_args={
+            "connect_timeout": _PG_CONNECT_TIMEOUT_SECONDS,
+            "options": f"-c statement_timeout={_PG_STATEMENT_TIMEOUT_MS} -c lock_timeout={_PG_LOCK_TIMEOUT_MS}",
+        },
+    )
 
 
 def get_engine(url: str) -> sa.Engine:
