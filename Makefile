@@ -5,16 +5,16 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv demo test bench migrate clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml devtools/pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev]' -e ./devtools
 	@touch $(STAMP)
 
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m koku_dagster.devtools.demo
+	$(BIN)/python -m koku_devtools.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -5,7 +5,7 @@ so ``n`` generators of each kind give ``n * 7 * 720`` rows), generated once and 
 ``bench/.data/``. Three approaches run on the same files, each in a fresh child process (spawned;
 timed after imports; peak RSS of that process and anything it waited for):
 
-- ``ours``: :mod:`koku_dagster.ingest.aws` steps: streaming CSV -> Parquet per file (2 threads),
+- ``ours``: :mod:`koku_dagster.providers.aws` steps: streaming CSV -> Parquet per file (2 threads),
   daily line items and the summary by DuckDB from the written Parquet.
 - ``duckdb``: baseline (a), DuckDB only: one ``COPY`` statement reading every CSV of the month into
   typed, normalised line-item Parquet, then the same daily and summary SQL.
@@ -92,30 +92,30 @@ def raw_unblended_cost(files: list[Path]) -> Decimal:
 
 
 def _ours(bucket: Path, out: Path) -> tuple[int, Path]:
-    from koku_dagster.ingest import aws
-    from koku_dagster.ingest.aws_source import LocalReportSource
+    from koku_dagster.providers import aws
+    from koku_dagster.providers.aws import LocalCurReports
 
-    source = LocalReportSource(bucket)
+    source = LocalCurReports(bucket)
     manifest = source.find_manifest(MONTH)
     assert manifest is not None
     where = {"schema": SCHEMA, "provider_uuid": PROVIDER_UUID, "month": MONTH, "out_root": out}
-    items = aws.convert_manifest(source, manifest, schema=SCHEMA, provider_uuid=PROVIDER_UUID, out_root=out)
-    aws.build_daily(work_dir=out / "work", **where)
-    summary = aws.build_summary(work_dir=out / "work", **where)
+    items = aws.AWS.convert_manifest(source, manifest, schema=SCHEMA, provider_uuid=PROVIDER_UUID, out_root=out)
+    aws.AWS.build_daily(work_dir=out / "work", **where)
+    summary = aws.AWS.build_summary(work_dir=out / "work", **where)
     return items.stats.rows, summary.partition
 
 
 def _month_files(bucket: Path) -> list[Path]:
-    from koku_dagster.ingest.aws_source import LocalReportSource
+    from koku_dagster.providers.aws import LocalCurReports
 
-    manifest = LocalReportSource(bucket).find_manifest(MONTH)
+    manifest = LocalCurReports(bucket).find_manifest(MONTH)
     assert manifest is not None
     return [f.local_path for f in manifest.files if f.local_path is not None]
 
 
 def _duckdb_select(header: list[str]) -> str:
     """The typed, normalised line-item SELECT over ``read_csv`` (same columns as ours)."""
-    from koku_dagster.ingest.aws_columns import (
+    from koku_dagster.providers.aws_cur import (
         AMOUNT_COLUMNS,
         COST_CATEGORY,
         RESOURCE_TAGS,
@@ -146,9 +146,10 @@ def _duckdb_select(header: list[str]) -> str:
 
 
 def _duckdb(bucket: Path, out: Path) -> tuple[int, Path]:
-    from koku_dagster.ingest import duck
-    from koku_dagster.ingest.aws import DAILY_SQL, SUMMARY_TABLE
-    from koku_dagster.ingest.csv_parquet import read_header
+    from koku_dagster.providers.aws import AWS, SUMMARY_TABLE
+    from koku_dagster.providers.base import load_sql
+    from koku_dagster.reports import duck
+    from koku_dagster.reports.csv_parquet import read_header
 
     files = _month_files(bucket)
     header = read_header(lambda: files[0].open("rb"), files[0].name)
@@ -162,11 +163,11 @@ def _duckdb(bucket: Path, out: Path) -> tuple[int, Path]:
             {"files": [str(f) for f in files], **MONTH_RANGE},
             out / "line_items.parquet",
         )
-        duck.copy_to_parquet(con, duck.load_sql(DAILY_SQL), {"line_item_files": [str(items.path)], **MONTH_RANGE},
+        duck.copy_to_parquet(con, load_sql(AWS.DAILY_SQL), {"line_item_files": [str(items.path)], **MONTH_RANGE},
                              out / "daily.parquet")
         summary = out / "summary"
         summary.mkdir()
-        duck.copy_to_parquet(con, duck.load_sql(SUMMARY_TABLE),
+        duck.copy_to_parquet(con, load_sql(SUMMARY_TABLE),
                              {"daily_files": [str(out / "daily.parquet")], "source_uuid": PROVIDER_UUID, **MONTH_RANGE},
                              summary / "part-0.parquet")
     return items.rows, summary
@@ -175,9 +176,10 @@ def _duckdb(bucket: Path, out: Path) -> tuple[int, Path]:
 def _pandas(bucket: Path, out: Path) -> tuple[int, Path]:
     import pandas as pd
 
-    from koku_dagster.ingest import duck
-    from koku_dagster.ingest.aws import SUMMARY_TABLE
-    from koku_dagster.ingest.aws_columns import (
+    from koku_dagster.providers.aws import SUMMARY_TABLE
+    from koku_dagster.providers.base import load_sql
+    from koku_dagster.reports import duck
+    from koku_dagster.providers.aws_cur import (
         AMOUNT_COLUMNS,
         COST_CATEGORY,
         RESOURCE_TAGS,
@@ -186,7 +188,7 @@ def _pandas(bucket: Path, out: Path) -> tuple[int, Path]:
         Role,
         map_header,
     )
-    from koku_dagster.ingest.csv_parquet import read_header
+    from koku_dagster.reports.csv_parquet import read_header
 
     def safe_float(text: str) -> float:
         try:
@@ -250,7 +252,7 @@ def _pandas(bucket: Path, out: Path) -> tuple[int, Path]:
     summary.mkdir()
     with _duckdb_default() as con:
         daily_files = sorted(str(p) for p in (out / "daily").glob("*.parquet"))
-        duck.copy_to_parquet(con, duck.load_sql(SUMMARY_TABLE),
+        duck.copy_to_parquet(con, load_sql(SUMMARY_TABLE),
                              {"daily_files": daily_files, "source_uuid": PROVIDER_UUID, **MONTH_RANGE},
                              summary / "part-0.parquet")
     return rows, summary

@@ -5,14 +5,14 @@ Data: a nise static OpenShift report for November 2026 (720 hours) of a cluster 
 the row target), so one hour holds a pod-usage row per pod, a storage row per claim, a node-labels row
 per node and a namespace-labels row per namespace. nise writes it as an ``--insights-upload`` folder
 (``manifest.json`` + CSVs of at most 100,000 rows, one report type each), packed once into the operator's
-``.tar.gz`` payload with :func:`~koku_dagster.ingest.ocp_payload.build_payload`; both are cached under
+``.tar.gz`` payload with :func:`~koku_devtools.payloads.build_payload`; both are cached under
 ``bench/.data/``.
 
 Three approaches start from the same tarball, each in a fresh child process (spawned; timed after
 imports; peak RSS of that process and anything it waited for, see :mod:`bench.measure`):
 
 - ``ours``: ``fetch_payload`` (a ``file://`` URL) -> ``read_manifest`` -> ``extract_payload`` ->
-  :func:`~koku_dagster.ingest.ocp.convert_payload` -> ``build_daily`` -> ``build_summary``.
+  :func:`~koku_dagster.providers.ocp.convert_payload` -> ``build_daily`` -> ``build_summary``.
 - ``duckdb``: baseline (a): the payload copied and unpacked with ``tarfile`` (``filter="data"``), then
   per report type one DuckDB ``COPY`` reading its CSV into typed line-item Parquet (labels as JSON),
   the same daily SQL per type and the same summary SQL.
@@ -22,7 +22,7 @@ imports; peak RSS of that process and anything it waited for, see :mod:`bench.me
 
 Checks (after timing): every approach's summary pod core-hours and GiB-hours must equal the exact
 (DECIMAL) sums of the raw CSV text / 3600 (/ 2^30) within 1e-6, and its summary row count and storage
-GiB-months must equal ours; ours must also pass :attr:`~koku_dagster.ingest.ocp.MonthTotals.usage_matches`.
+GiB-months must equal ours; ours must also pass :attr:`~koku_dagster.providers.ocp.MonthTotals.usage_matches`.
 Call :func:`run`.
 """
 
@@ -99,7 +99,7 @@ max_node_namespace_volume_volume_claim_labels: 2
 def dataset(rows_target: int) -> tuple[Path, dict[str, Any]]:
     """The payload tarball of a nise November-2026 OpenShift month of at least ``rows_target`` rows
     (cached), and facts about it (rows, sizes, generation seconds)."""
-    from koku_dagster.ingest.ocp_payload import build_payload
+    from koku_devtools.payloads import build_payload
 
     pods = _pods_per_namespace(rows_target)
     home = DATA_DIR / f"ocp-month-{NODES}x{NAMESPACES}x{pods}"
@@ -171,8 +171,8 @@ def _unpack(tarball: Path, out: Path) -> tuple[dict[str, Any], list[Path]]:
 
 def _typed_files(files: list[Path]) -> dict[str, list[Path]]:
     """Report type name -> its CSV files (types detected from the header, as ours does)."""
-    from koku_dagster.ingest.csv_parquet import read_header
-    from koku_dagster.ingest.ocp import detect_report_type
+    from koku_dagster.reports.csv_parquet import read_header
+    from koku_dagster.providers.ocp import detect_report_type
 
     typed: dict[str, list[Path]] = {}
     for path in files:
@@ -202,8 +202,8 @@ def raw_pod_sums(tarball: Path) -> list[Decimal]:
 
 
 def _ours(tarball: Path, out: Path) -> dict[str, Any]:
-    from koku_dagster.ingest import ocp
-    from koku_dagster.ingest.ocp_payload import extract_payload, fetch_payload, read_manifest
+    from koku_dagster.providers import ocp
+    from koku_dagster.providers.ocp_payload import extract_payload, fetch_payload, read_manifest
 
     laps = _Laps()
     local = fetch_payload(tarball.as_uri(), out / "download" / tarball.name, max_bytes=4 << 30, timeout=60,
@@ -240,14 +240,16 @@ def _empty_items(report_type: Any, work: Path) -> str:
 
 def _summarise(con: Any, daily: dict[str, str], pod_items: list[str], cluster_id: str, out: Path) -> Path:
     """The summary SQL (the one ours runs) over one daily file per type; returns the summary folder."""
-    from koku_dagster.ingest import duck, ocp
+    from koku_dagster.providers import ocp
+    from koku_dagster.providers.base import load_sql
+    from koku_dagster.reports import duck
 
     summary = out / "summary"
     summary.mkdir()
     params = {"pod_daily": [daily["pod_usage"]], "storage_daily": [daily["storage_usage"]],
               "node_labels_daily": [daily["node_labels"]], "namespace_labels_daily": [daily["namespace_labels"]],
               "pod_items": pod_items, "cluster_id": cluster_id, "source_uuid": PROVIDER_UUID, "days_in_month": 30}
-    duck.copy_to_parquet(con, duck.load_sql(ocp.SUMMARY_TABLE), params, summary / "part-0.parquet")
+    duck.copy_to_parquet(con, load_sql(ocp.SUMMARY_TABLE), params, summary / "part-0.parquet")
     return summary
 
 
@@ -263,7 +265,7 @@ def _duckdb_query(report_type: Any, header: list[str]) -> str:
     """The typed line-item query over ``read_csv`` for one report type (ours' Parquet schema). Label
     strings are converted to JSON once per distinct value (later items win on a repeated key, as in a
     Python dict) and joined back, which is 5x faster than converting them row by row."""
-    from koku_dagster.ingest.ocp import TIMESTAMPS
+    from koku_dagster.providers.ocp import TIMESTAMPS
 
     present = set(header)
     labels = [c for c in report_type.labels if c in present]
@@ -287,9 +289,9 @@ def _duckdb_query(report_type: Any, header: list[str]) -> str:
 
 
 def _duckdb(tarball: Path, out: Path) -> dict[str, Any]:
-    from koku_dagster.ingest import duck
-    from koku_dagster.ingest.csv_parquet import read_header
-    from koku_dagster.ingest.ocp import REPORT_TYPES
+    from koku_dagster.reports import duck
+    from koku_dagster.reports.csv_parquet import read_header
+    from koku_dagster.providers.ocp import REPORT_TYPES
 
     laps = _Laps()
     manifest, files = _unpack(tarball, out)
@@ -351,9 +353,9 @@ def _pandas(tarball: Path, out: Path) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from koku_dagster.ingest import duck
-    from koku_dagster.ingest.csv_parquet import read_header
-    from koku_dagster.ingest.ocp import REPORT_TYPES, TIMESTAMPS
+    from koku_dagster.reports import duck
+    from koku_dagster.reports.csv_parquet import read_header
+    from koku_dagster.providers.ocp import REPORT_TYPES, TIMESTAMPS
 
     laps = _Laps()
     manifest, files = _unpack(tarball, out)
@@ -439,7 +441,7 @@ def _check(result: dict[str, Any]) -> dict[str, Any]:
                "summary_sums": [str(v) for v in row[1:1 + len(SUMMARY_POD)]],
                "storage_sums": [str(v) for v in row[1 + len(SUMMARY_POD):]]}
     if "out_root" in result:
-        from koku_dagster.ingest import ocp
+        from koku_dagster.providers import ocp
 
         totals = ocp.month_totals(schema=SCHEMA, provider_uuid=PROVIDER_UUID, month=MONTH, out_root=result["out_root"])
         figures |= {"usage_matches": totals.usage_matches, "line_item_rows": totals.line_item_rows,

@@ -1,7 +1,7 @@
 """Benchmark: Platform Sources events -> providers, ours (``SourcesSync``) vs Koku's listener style.
 
 Setup (not timed): a Tansu broker, the Platform Sources stand-in (its own process, publishing to
-Kafka, see :mod:`bench.standin`) and an embedded PostgreSQL, all on loopback. ``N`` cost sources
+Kafka, with the options in :data:`STANDIN_OPTIONS`) and an embedded PostgreSQL, all on loopback. ``N`` cost sources
 (aws, azure, gcp, ocp in turn, spread over ``ORGS`` orgs, each with its own credentials so the
 duplicate-account rule never fires) are created through the stand-in's public API, which
 publishes their events: Source.create, Application.create, Authentication.create and
@@ -53,6 +53,21 @@ API_PREFIX = "/api/sources/v3.1"
 INTERNAL_PREFIX = "/internal/v2.0"
 RUN_TIMEOUT = 900.0
 REPO = Path(__file__).resolve().parents[1]
+# The stand-in runs in its own process (``python -m koku_devtools.platform_sources``) so that its CPU
+# time, GIL and memory are not charged to the code under test, with options that change no answer
+# and no event:
+# - asynchronous publishing: by default each write flushes Kafka while holding the store lock, which
+#   serialises every write request (status PATCHes included) behind a ~5-10 ms broker round trip; the
+#   events, their order and the topic's contents are the same;
+# - a listen backlog of 128 instead of socketserver's 5: with 5, a burst of new connections overflows
+#   the accept queue, the kernel drops the SYNs and each dropped client waits the 1 s SYN
+#   retransmission timeout (ours keeps one connection alive per worker, but the baseline opens one
+#   per request, as Koku's session-less ``requests`` calls do);
+# - a bounded request log (the stand-in otherwise keeps every request, which only tests need).
+# API latency scenarios use its ``/_standin/latency`` control route (see ``Services.set_latency``).
+STANDIN_OPTIONS = (
+    "--publish-async", "--listen-backlog", "128", "--request-log-limit", "1000", "--log-level", "WARNING",
+)
 
 
 # =============================================================================== child side
@@ -123,12 +138,51 @@ class _Phases:
         }
 
 
-def _child_ours(cfg: dict[str, Any]) -> dict[str, Any]:
+def _run_figures(rss: Any, timed_out: bool, phases: _Phases, engine: Any) -> dict[str, Any]:
+    """Figures every measured run reports: memory, CPU, phases and the rows it left in the database."""
+    return {
+        "rss_start_mb": rss.start_kb / 1024,
+        "rss_growth_mb": rss.growth_mb,
+        "cpu_seconds": rss.cpu_seconds,
+        "timed_out": timed_out,
+        **phases.result(),
+        **_db_counts(engine),
+    }
+
+
+def _instrument_ours(sync: Any, phases: _Phases) -> list[tuple[float, int]]:
+    """Time the phases of ``SourcesSync``; returns the list that collects (time, events) per committed batch.
+
+    Instrumentation only: koku_dagster's functions are wrapped, not changed (a missing one is
+    skipped: its phase reads 0). process_batch returns once the batch's rows are committed:
+    its return times give "events committed" (else the end of the run is used).
+    """
     from koku_dagster.sources import sync as sync_mod
+
+    commits: list[tuple[float, int]] = []
+    if hasattr(sync_mod, "process_batch"):
+        process_batch = phases.wrap("apply_batch", sync_mod.process_batch)
+
+        def committed_batch(*args: Any, **kwargs: Any) -> Any:
+            result = process_batch(*args, **kwargs)
+            commits.append((time.monotonic(), result.read))
+            return result
+
+        sync_mod.process_batch = committed_batch
+    for owner, attr, phase, exclude in (
+        (sync_mod, "push_pending_statuses", "status_push", None),
+        (sync.operations, "run_many", "provider_ops", None),
+        (sync, "_consume", "kafka_read", "apply_batch"),
+    ):
+        if hasattr(owner, attr):
+            setattr(owner, attr, phases.wrap(phase, getattr(owner, attr), exclude=exclude))
+    return commits
+
+
+def _child_ours(cfg: dict[str, Any]) -> dict[str, Any]:
+    from bench._util import RssSampler
     from koku_dagster.sources.client import SourcesClient
     from koku_dagster.sources.sync import SourcesSync, SyncLimits
-
-    from bench._util import RssSampler
 
     engine = _prepare_db(cfg["db_url"])
     client = SourcesClient(cfg["api"] + API_PREFIX, cfg["api"] + INTERNAL_PREFIX, PSK)
@@ -142,28 +196,8 @@ def _child_ours(cfg: dict[str, Any]) -> dict[str, Any]:
         group_id=cfg["group"],
         limits=SyncLimits(workers=int(cfg.get("workers", 8))),
     )
-    # Instrumentation only: koku_dagster's functions are wrapped, not changed (a missing one is
-    # skipped: its phase reads 0). process_batch returns once the batch's rows are committed:
-    # its return times give "events committed" (else the end of the run is used).
     phases = _Phases("kafka_read", "apply_batch", "provider_ops", "status_push")
-    commits: list[tuple[float, int]] = []
-    if hasattr(sync_mod, "process_batch"):
-        process_batch = phases.wrap("apply_batch", sync_mod.process_batch)
-
-        def committed_batch(*args: Any, **kwargs: Any) -> Any:
-            result = process_batch(*args, **kwargs)
-            commits.append((time.monotonic(), result.read))
-            return result
-
-        sync_mod.process_batch = committed_batch  # type: ignore[assignment]
-    for owner, attr, phase, exclude in (
-        (sync_mod, "push_pending_statuses", "status_push", None),
-        (sync.operations, "run_many", "provider_ops", None),
-        (sync, "_consume", "kafka_read", "apply_batch"),
-    ):
-        if hasattr(owner, attr):
-            setattr(owner, attr, phases.wrap(phase, getattr(owner, attr), exclude=exclude))
-
+    commits = _instrument_ours(sync, phases)
     expected = cfg["events"]
     read = created = api_calls = pushes = 0
     ticks: list[dict[str, Any]] = []
@@ -199,12 +233,7 @@ def _child_ours(cfg: dict[str, Any]) -> dict[str, Any]:
         "ticks": ticks,
         "api_calls_in_batches": api_calls,
         "status_pushes": pushes,
-        "rss_start_mb": rss.start_kb / 1024,
-        "rss_growth_mb": rss.growth_mb,
-        "cpu_seconds": rss.cpu_seconds,
-        "timed_out": timed_out,
-        **phases.result(),
-        **_db_counts(engine),
+        **_run_figures(rss, timed_out, phases, engine),
     }
 
 
@@ -216,7 +245,9 @@ def _unpooled_client(api: str) -> Any:
     from koku_dagster.sources.errors import SourcesApiError
 
     class UnpooledSourcesClient(SourcesClient):
-        def _request(self, method, path, tenant, *, internal=False, params=None, body=None):  # type: ignore[no-untyped-def]
+        def _request(
+            self, method: str, path: str, tenant: Any, *, internal: bool = False, params: Any = None, body: Any = None
+        ) -> Any:
             url = (self.internal_base if internal else self.api_base) + "/" + path
             try:
                 return requests.request(
@@ -228,21 +259,69 @@ def _unpooled_client(api: str) -> Any:
     return UnpooledSourcesClient(api + API_PREFIX, api + INTERNAL_PREFIX, PSK)
 
 
-def _child_baseline(cfg: dict[str, Any]) -> dict[str, Any]:
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+@dataclass
+class _BaselineState:
+    """The cost-management type id Koku's listener asks for at start-up, and what it did in one run."""
 
+    cost_type_id: int = 0
+    created: int = 0
+    poison: int = 0
+    gone: int = 0
+    pushes: int = 0
+
+
+def _baseline_steps(
+    engine: Any, client: Any, operations: Any, state: _BaselineState
+) -> tuple[Callable[[Any], None], Callable[[], None], Callable[[], None]]:
+    """Koku's listener, per message: apply it, run the due provider operations, push statuses."""
     from koku_dagster.infra.db.types import utcnow
-    from koku_dagster.devtools.services import kafka_consumer_config
-    from koku_dagster.sources.errors import PoisonMessage, SourceNotFound
     from koku_dagster.infra.kafka import MessagePosition
+    from koku_dagster.sources.errors import PoisonMessage, SourceNotFound
     from koku_dagster.sources.events import parse_message
     from koku_dagster.sources.platform import PlatformView
     from koku_dagster.sources.processor import apply_event
-    from koku_dagster.sources.providers import ProviderOperations
+    from koku_dagster.sources.source_rows import load_source as load_record
+    from koku_dagster.sources.source_rows import save_source as save_record
     from koku_dagster.sources.status_push import push_pending_statuses
-    from koku_dagster.sources.store import load_record, save_record
+
+    def apply_one(msg: Any) -> None:
+        position = MessagePosition(msg.topic(), msg.partition(), msg.offset())
+        try:
+            event = parse_message(position, msg.headers(), msg.value())
+        except PoisonMessage:
+            state.poison += 1
+            return
+        if event is None:
+            return
+        platform = PlatformView(client, state.cost_type_id)  # fresh: nothing cached between messages
+        with engine.begin() as conn:  # Koku: transaction.atomic() around process()
+            before = load_record(conn, event.source_id)
+            try:
+                outcome = apply_event(before, event, platform)
+            except SourceNotFound:
+                state.gone += 1
+                return
+            save_record(conn, before, outcome.record)
+
+    def run_operations() -> None:
+        # Koku: the post_save signal queues the provider operation and execute_process_queue()
+        # runs it in the listener thread.
+        for op, record in operations.due(utcnow(), 5000):
+            result = operations.run(op, record, utcnow())
+            state.created += int(result.operation == "create" and result.outcome == "done")
+
+    def push_statuses() -> None:
+        state.pushes += push_pending_statuses(engine, client, state.cost_type_id, limit=5000, workers=1).sent
+
+    return apply_one, run_operations, push_statuses
+
+
+def _child_baseline(cfg: dict[str, Any]) -> dict[str, Any]:
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
     from bench._util import RssSampler
+    from koku_dagster.sources.provider_operations import ProviderOperations
+    from koku_devtools.services import kafka_consumer_config
 
     engine = _prepare_db(cfg["db_url"])
     client = _unpooled_client(cfg["api"])
@@ -252,51 +331,20 @@ def _child_baseline(cfg: dict[str, Any]) -> dict[str, Any]:
     partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     expected = cfg["events"]
-    processed = created = poison = gone = pushes = 0
+    processed = 0
+    state = _BaselineState()
     phases = _Phases("kafka_poll_commit", "apply_event", "provider_ops", "status_push")
     timed_out = False
-
-    def apply_one(msg: Any) -> None:
-        nonlocal poison, gone
-        position = MessagePosition(msg.topic(), msg.partition(), msg.offset())
-        try:
-            event = parse_message(position, msg.headers(), msg.value())
-        except PoisonMessage:
-            poison += 1
-            return
-        if event is None:
-            return
-        platform = PlatformView(client, cost_type_id)  # fresh: nothing cached between messages
-        with engine.begin() as conn:  # Koku: transaction.atomic() around process()
-            before = load_record(conn, event.source_id)
-            try:
-                outcome = apply_event(before, event, platform)
-            except SourceNotFound:
-                gone += 1
-                return
-            save_record(conn, before, outcome.record)
-
-    def run_operations() -> None:
-        # Koku: the post_save signal queues the provider operation and execute_process_queue()
-        # runs it in the listener thread.
-        nonlocal created
-        for op, record in operations.due(utcnow(), 5000):
-            result = operations.run(op, record, utcnow())
-            created += int(result.operation == "create" and result.outcome == "done")
-
-    def push_statuses() -> None:
-        nonlocal pushes
-        pushes += push_pending_statuses(engine, client, cost_type_id, limit=5000, workers=1).sent
-
     poll = phases.wrap("kafka_poll_commit", consumer.poll)
     commit = phases.wrap("kafka_poll_commit", consumer.commit)
-    apply_one = phases.wrap("apply_event", apply_one)  # type: ignore[assignment]
-    run_operations = phases.wrap("provider_ops", run_operations)  # type: ignore[assignment]
-    push_statuses = phases.wrap("status_push", push_statuses)  # type: ignore[assignment]
+    apply_one, run_operations, push_statuses = _baseline_steps(engine, client, operations, state)
+    apply_one = phases.wrap("apply_event", apply_one)
+    run_operations = phases.wrap("provider_ops", run_operations)
+    push_statuses = phases.wrap("status_push", push_statuses)
 
     with RssSampler() as rss:
         t0 = time.monotonic()
-        cost_type_id = client.cost_management_type_id()  # Koku's listener asks once, at start-up
+        state.cost_type_id = client.cost_management_type_id()  # Koku's listener asks once, at start-up
         events_at = 0.0
         while processed < expected:
             if time.monotonic() - t0 > cfg["timeout"]:
@@ -319,16 +367,11 @@ def _child_baseline(cfg: dict[str, Any]) -> dict[str, Any]:
         "seconds": seconds,
         "events_seconds": events_at or seconds,
         "read": processed,
-        "created": created,
-        "poison": poison,
-        "gone": gone,
-        "status_pushes": pushes,
-        "rss_start_mb": rss.start_kb / 1024,
-        "rss_growth_mb": rss.growth_mb,
-        "cpu_seconds": rss.cpu_seconds,
-        "timed_out": timed_out,
-        **phases.result(),
-        **_db_counts(engine),
+        "created": state.created,
+        "poison": state.poison,
+        "gone": state.gone,
+        "status_pushes": state.pushes,
+        **_run_figures(rss, timed_out, phases, engine),
     }
 
 
@@ -402,15 +445,15 @@ class Services:
     def _start(self) -> None:
         import requests
 
-        from koku_dagster.devtools.services import EmbeddedPostgres, TansuBroker, create_topics, free_port
+        from koku_devtools.services import EmbeddedPostgres, TansuBroker, create_topics, free_port
 
         self.broker = TansuBroker(workdir=self.workdir / "tansu").start()
         create_topics(self.broker.bootstrap, [self.live_topic])
         port = free_port()
         with open(self.workdir / "standin.log", "ab") as log:
             self.standin = subprocess.Popen(
-                [sys.executable, "-m", "bench.standin", "--port", str(port), "--kafka", self.broker.bootstrap,
-                 "--topic", self.live_topic, "--psk", PSK],
+                [sys.executable, "-m", "koku_devtools.platform_sources", "--port", str(port),
+                 "--kafka", self.broker.bootstrap, "--topic", self.live_topic, "--psk", PSK, *STANDIN_OPTIONS],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO,
             )
         self.api = f"http://127.0.0.1:{port}"
@@ -451,9 +494,10 @@ class Services:
         }
 
     def set_latency(self, ms: float) -> None:
+        """Delay every stand-in API answer by ``ms`` from now on (a remote Platform Sources)."""
         import requests
 
-        requests.post(f"{self.api}/_bench/latency", params={"ms": str(ms)}, timeout=5).raise_for_status()
+        requests.post(f"{self.api}/_standin/latency", json={"ms": ms}, timeout=5).raise_for_status()
 
     def db_url(self, backend: str, tag: str) -> str:
         """A fresh, empty application database."""
@@ -475,7 +519,7 @@ def create_sources(api: str, n: int, checkpoints: set[int]) -> dict[int, int]:
     """
     import requests
 
-    from koku_dagster.devtools.platform_sources import StandInAdmin
+    from koku_devtools.platform_sources import StandInAdmin
 
     admins = [StandInAdmin(api, org_id=f"{7100001 + j}", account=f"{20001 + j}", psk=PSK) for j in range(ORGS)]
     marks: dict[int, int] = {}
@@ -510,7 +554,7 @@ def freeze_topics(bootstrap: str, source: str, total: int, targets: dict[str, in
     """Copy the first ``targets[t]`` of the ``total`` messages of ``source`` to each topic ``t``."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-    from koku_dagster.devtools.services import create_topics, kafka_consumer_config
+    from koku_devtools.services import create_topics, kafka_consumer_config
 
     create_topics(bootstrap, list(targets))
     consumer = Consumer(kafka_consumer_config(bootstrap, f"bench-copy-{uuid.uuid4().hex[:8]}"))
@@ -591,15 +635,11 @@ def _measure(svc: Services, cfg: dict[str, Any], log_path: Path) -> dict[str, An
     return res
 
 
-def run(options: argparse.Namespace) -> list[Row]:
-    n = int(options.sources)
-    half = max(1, n // 2)
-    base_n = min(n, int(options.baseline_sources)) if options.baseline_sources else n
+def _plan(options: argparse.Namespace, n: int, half: int, base_n: int) -> list[tuple[float, str, str, int]]:
+    """(latency, backend, approach, sources) of every measurement; the memory check only on loopback."""
     backends = _split(options.backends)
     latencies = [float(x) for x in _split(options.latency_ms)] or [0.0]
     latency_backends = _split(options.latency_backends) or backends
-
-    # (latency, backend, approach, sources); the memory check only on the loopback scenario.
     plan: list[tuple[float, str, str, int]] = []
     for latency in latencies:
         for backend in backends if latency == 0 else [b for b in backends if b in latency_backends]:
@@ -607,10 +647,83 @@ def run(options: argparse.Namespace) -> list[Row]:
             if half != n and latency == 0 and not options.no_memory_check:
                 plan.append((latency, backend, "ours", half))
             plan.append((latency, backend, "baseline", base_n))
+    return plan
 
+
+def _say_result(res: dict[str, Any], count: int) -> None:
+    _say(f"  {res['seconds']:.1f} s, providers {res['providers']}/{count}, "
+         f"RSS +{res['rss_growth_mb']:.1f} MB; "
+         f"CPU s: run {res['cpu_seconds']:.1f}, "
+         + ", ".join(f"{k} {v:.1f}" for k, v in res["service_cpu"].items())
+         + f", other jobs {res['foreign_cpu']:.1f}, steal {res['steal']:.1f}"
+         + f"; phase wall s {res['phases']}, phase CPU s {res['phase_cpu']}")
+    if res["tcp"].get("TCPSynRetrans"):
+        _say(f"  warning: {res['tcp']['TCPSynRetrans']} TCP SYN retransmissions during the run "
+             "(1 s stalls each; listen queue overflow?)")
+
+
+def _attempts(
+    svc: Services, options: argparse.Namespace, workdir: Path, prefix: str, cfg: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Measure once, and again (up to ``options.retries`` times) while other processes disturb the run."""
+    attempts: list[dict[str, Any]] = []
+    for attempt in range(1 + max(0, options.retries)):
+        run_tag = f"{prefix}_{attempt}_{cfg['backend']}_{cfg['approach']}_{cfg['count']}"
+        run_cfg = {**cfg, "db_url": svc.db_url(cfg["backend"], run_tag), "group": f"{run_tag}_{uuid.uuid4().hex[:8]}"}
+        try:
+            res = _measure(svc, run_cfg, workdir / f"{run_tag}.log")
+        except RuntimeError as exc:
+            _say("!" * 78)
+            _say(f"!!! RUN FAILED: {exc}")
+            _say("!" * 78)
+            break
+        attempts.append(res)
+        _say_result(res, cfg["count"])
+        if not _disturbed(res):
+            break
+        _say(f"  machine busy: other processes used {res['foreign_cpu']:.0f} CPU s during this "
+             f"{res['seconds']:.0f} s run" + ("; running it again" if attempt < options.retries else ""))
+    return attempts
+
+
+def _row(plan_entry: tuple[float, str, str, int], n: int, events: int, attempts: list[dict[str, Any]]) -> Row:
+    """The result row of one planned measurement (its least disturbed attempt)."""
+    latency, backend, approach, count = plan_entry
+    if not attempts:
+        return Row(NAME, backend, approach, count, events, 0.0, 0.0, 0, 0.0, False, "run failed", latency)
+    res = min(attempts, key=lambda r: r["foreign_cpu"] / max(r["seconds"], 1e-9))
+    ok = res["providers"] == count and res["read"] == events and not res["timed_out"]
+    notes = []
+    if approach == "baseline" and count != n:
+        notes.append(f"first {count} sources; rates extrapolated")
+    elif approach == "ours" and count != n:
+        notes.append("memory check")
+    if len(attempts) > 1:
+        notes.append(f"least disturbed of {len(attempts)} runs")
+    if _disturbed(res):
+        notes.append(f"DISTURBED: other jobs used {res['foreign_cpu']:.0f} CPU s")
+    row = Row(NAME, backend, approach, count, events, res["seconds"], res["events_seconds"],
+              res["providers"], res["rss_growth_mb"], ok, "; ".join(notes), latency, res,
+              main=approach == "baseline" or count == n)
+    _say(f"  => {row.seconds:.1f} s, {row.events_per_s:.0f} events/s, {row.providers_per_s:.1f} providers/s")
+    if not ok:
+        _say("!" * 78)
+        _say(f"!!! MISMATCH: {row.providers} providers for {count} sources, read {res['read']} of "
+             f"{events} events, timed out: {res['timed_out']}")
+        _say(f"!!! details: {json.dumps({k: v for k, v in res.items() if k != 'ticks'})}")
+        _say("!" * 78)
+    return row
+
+
+def run(options: argparse.Namespace) -> list[Row]:
+    n = int(options.sources)
+    half = max(1, n // 2)
+    base_n = min(n, int(options.baseline_sources)) if options.baseline_sources else n
+    plan = _plan(options, n, half, base_n)
     rows: list[Row] = []
-    with _workdir(options.keep) as workdir, Services(workdir, postgres="postgresql" in backends) as svc:
-        _say(f"work dir {workdir}; broker {svc.broker.bootstrap}; stand-in {svc.api} (pid {svc.standin.pid})")
+    with _workdir(options.keep) as workdir, Services(workdir, postgres="postgresql" in _split(options.backends)) as svc:
+        standin_pid = svc.standin.pid if svc.standin else None
+        _say(f"work dir {workdir}; broker {svc.broker.bootstrap}; stand-in {svc.api} (pid {standin_pid})")
         started = time.monotonic()
         marks = create_sources(svc.api, n, {n, half, base_n})
         _say(f"created {n} sources ({marks[n]} events) in {time.monotonic() - started:.1f} s")
@@ -625,59 +738,12 @@ def run(options: argparse.Namespace) -> list[Row]:
             events = marks[count]
             _say(f"run {i + 1}/{len(plan)}: +{latency:g} ms API latency, {backend}, {approach}, {count} sources, "
                  f"{events} events ...")
-            attempts: list[dict[str, Any]] = []
-            for attempt in range(1 + max(0, options.retries)):
-                tag = f"bench_{i}_{attempt}_{backend}_{approach}_{count}"
-                cfg = {
-                    "approach": approach, "db_url": svc.db_url(backend, tag), "api": svc.api,
-                    "bootstrap": svc.broker.bootstrap, "topic": topics[count], "events": events,
-                    "group": f"{tag}_{uuid.uuid4().hex[:8]}", "timeout": RUN_TIMEOUT, "workers": options.workers,
-                }
-                try:
-                    res = _measure(svc, cfg, workdir / f"{tag}.log")
-                except RuntimeError as exc:
-                    _say("!" * 78)
-                    _say(f"!!! RUN FAILED: {exc}")
-                    _say("!" * 78)
-                    break
-                attempts.append(res)
-                _say(f"  {res['seconds']:.1f} s, providers {res['providers']}/{count}, RSS +{res['rss_growth_mb']:.1f} MB; "
-                     f"CPU s: run {res['cpu_seconds']:.1f}, "
-                     + ", ".join(f"{k} {v:.1f}" for k, v in res["service_cpu"].items())
-                     + f", other jobs {res['foreign_cpu']:.1f}, steal {res['steal']:.1f}"
-                     + f"; phase wall s {res['phases']}, phase CPU s {res['phase_cpu']}")
-                if res["tcp"].get("TCPSynRetrans"):
-                    _say(f"  warning: {res['tcp']['TCPSynRetrans']} TCP SYN retransmissions during the run "
-                         "(1 s stalls each; listen queue overflow?)")
-                if not _disturbed(res):
-                    break
-                _say(f"  machine busy: other processes used {res['foreign_cpu']:.0f} CPU s during this "
-                     f"{res['seconds']:.0f} s run" + ("; running it again" if attempt < options.retries else ""))
-            if not attempts:
-                rows.append(Row(NAME, backend, approach, count, events, 0.0, 0.0, 0, 0.0, False, "run failed", latency))
-                continue
-            res = min(attempts, key=lambda r: r["foreign_cpu"] / max(r["seconds"], 1e-9))
-            ok = res["providers"] == count and res["read"] == events and not res["timed_out"]
-            notes = []
-            if approach == "baseline" and count != n:
-                notes.append(f"first {count} sources; rates extrapolated")
-            elif approach == "ours" and count != n:
-                notes.append("memory check")
-            if len(attempts) > 1:
-                notes.append(f"least disturbed of {len(attempts)} runs")
-            if _disturbed(res):
-                notes.append(f"DISTURBED: other jobs used {res['foreign_cpu']:.0f} CPU s")
-            row = Row(NAME, backend, approach, count, events, res["seconds"], res["events_seconds"],
-                      res["providers"], res["rss_growth_mb"], ok, "; ".join(notes), latency, res,
-                      main=approach == "baseline" or count == n)
-            rows.append(row)
-            _say(f"  => {row.seconds:.1f} s, {row.events_per_s:.0f} events/s, {row.providers_per_s:.1f} providers/s")
-            if not ok:
-                _say("!" * 78)
-                _say(f"!!! MISMATCH: {row.providers} providers for {count} sources, read {res['read']} of "
-                     f"{events} events, timed out: {res['timed_out']}")
-                _say(f"!!! details: {json.dumps({k: v for k, v in res.items() if k != 'ticks'})}")
-                _say("!" * 78)
+            cfg = {
+                "approach": approach, "backend": backend, "count": count, "api": svc.api,
+                "bootstrap": svc.broker.bootstrap, "topic": topics[count], "events": events,
+                "timeout": RUN_TIMEOUT, "workers": options.workers,
+            }
+            rows.append(_row(plan[i], n, events, _attempts(svc, options, workdir, f"bench_{i}", cfg)))
         if current_latency:
             svc.set_latency(0)
     return rows

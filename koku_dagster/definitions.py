@@ -8,14 +8,13 @@ import dagster as dg
 
 from koku_dagster.assets.ingest import INGEST_ASSETS, provider_month_ingest
 from koku_dagster.assets.ocp_uploads import ocp_payload_ingest, ocp_payload_uploads
-from koku_dagster.assets.records import provider_records, providers_match_sources, source_records
-from koku_dagster.infra.db.migrate import migrate
+from koku_dagster.assets.source_records import provider_records, providers_match_sources, source_records
+from koku_dagster.infra.settings import Settings, get_settings
 from koku_dagster.resources import ApplicationDatabase, KafkaResource, ObjectStoreResource, PlatformSourcesResource
 from koku_dagster.resources.ingestion import IngestionResource
 from koku_dagster.schedules.report_polling import report_polling_schedule
 from koku_dagster.sensors.ocp_upload import ocp_upload_sensor
 from koku_dagster.sensors.platform_sources import platform_sources_sensor
-from koku_dagster.infra.settings import Settings, get_settings
 
 
 def _secret(name: str, default: str) -> str | dg.EnvVar:
@@ -55,8 +54,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    settings = get_settings()
-    migrate(settings.database_url)  # the schema is created or upgraded at start-up
+    settings = get_settings()  # the schema is migrated on the database's first use, not here
     return dg.Definitions(
         assets=[source_records, provider_records, ocp_payload_uploads, *INGEST_ASSETS],
         asset_checks=[providers_match_sources],

@@ -17,14 +17,23 @@ from confluent_kafka import Producer
 
 from koku_dagster.infra.db.engine import dispose_engine, get_engine
 from koku_dagster.infra.db.migrate import migrate
-from koku_dagster.infra.db.types import utcnow
 from koku_dagster.infra.db.schema import metadata
-from koku_dagster.devtools.platform_sources import StandInAdmin, StandInServer
-from koku_dagster.devtools.platform_sources.admin import identity_header
-from koku_dagster.devtools.services import EmbeddedPostgres, TansuBroker, create_topics
+from koku_dagster.infra.db.types import utcnow
 from koku_dagster.infra.object_store import ObjectStore
 from koku_dagster.sources.client import SourcesClient
 from koku_dagster.sources.sync import SourcesSync, SyncLimits, SyncReport
+from koku_devtools.platform_sources import StandInAdmin, StandInServer
+from koku_devtools.platform_sources.admin import identity_header
+from koku_devtools.services import (
+    AzureStandIn,
+    Azurite,
+    EmbeddedPostgres,
+    LocalBigQuery,
+    LocalTls,
+    TansuBroker,
+    create_topics,
+    make_local_tls,
+)
 
 _counter = itertools.count()
 
@@ -148,3 +157,33 @@ def harness(db_url: str, kafka_broker: TansuBroker, tmp_path: Path) -> Iterator[
         client.close()
         h.admin.close()
         standin.stop()
+
+
+# --------------------------------------------------------------------------- cloud emulators (tests/test_emulators.py)
+
+
+@pytest.fixture(scope="session")
+def local_tls(tmp_path_factory: pytest.TempPathFactory) -> LocalTls:
+    """One CA and server certificate shared by Azurite and the Azure stand-in (trust ``ca_path``)."""
+    return make_local_tls(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory, local_tls: LocalTls) -> Iterator[Azurite]:
+    """Azurite Blob Storage over HTTPS with ``--oauth basic`` (installed into the cache on first use)."""
+    with Azurite(workdir=tmp_path_factory.mktemp("azurite"), tls=local_tls) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def azure_standin(local_tls: LocalTls) -> Iterator[AzureStandIn]:
+    """Entra ID token endpoint and Cost Management exports API (authority host and management URL)."""
+    with AzureStandIn(local_tls) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def local_bigquery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBigQuery]:
+    """The BigQuery emulator (local-bigquery, installed into the cache on first use)."""
+    with LocalBigQuery(workdir=tmp_path_factory.mktemp("bigquery")) as server:
+        yield server

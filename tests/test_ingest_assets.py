@@ -15,9 +15,9 @@ import pytest
 import sqlalchemy as sa
 
 from koku_dagster.assets.ingest import INGEST_ASSETS, ManifestConfig
-from koku_dagster.devtools.demo_data import generate
-from koku_dagster.resources import ApplicationDatabase, ObjectStoreResource
-from koku_dagster.resources.ingestion import IngestionResource
+from koku_dagster.resources import ApplicationDatabase
+from tests.resources import ingestion_resource, object_store_resource
+from koku_devtools.nise_reports import generate
 from tests.conftest import Harness
 
 MONTH = date(2026, 10, 1)
@@ -57,10 +57,10 @@ def _materialize(
     instance.add_dynamic_partitions("providers", [uuid])
     resources = {
         "app_db": ApplicationDatabase(database_url=harness.url),
-        "object_store": ObjectStoreResource(
+        "object_store": object_store_resource(
             url=harness.store.url, local_bucket_roots=str(harness.buckets), endpoint_url=endpoint_url
         ),
-        "ingestion": IngestionResource(home=str(harness.store.local_root)),
+        "ingestion": ingestion_resource(str(harness.store.local_root)),
     }
     return dg.materialize(
         INGEST_ASSETS,
@@ -157,7 +157,7 @@ def test_bucket_outside_roots_fails_and_reports_unavailable(harness: Harness, ni
 
 @pytest.fixture(scope="module")
 def moto_server(tmp_path_factory: pytest.TempPathFactory):
-    from koku_dagster.devtools.services import MotoServer
+    from koku_devtools.services import MotoServer
 
     with MotoServer(workdir=tmp_path_factory.mktemp("moto")) as server:
         yield server
@@ -237,11 +237,11 @@ def test_s3_object_store_publishes_and_fetches_partitions(
     cache = tmp_path / "cache"
     resources = {
         "app_db": ApplicationDatabase(database_url=harness.url),
-        "object_store": ObjectStoreResource(
+        "object_store": object_store_resource(
             url=f"s3://{store_bucket}/koku", endpoint_url=moto_server.endpoint_url,
             local_bucket_roots=str(harness.buckets), cache_dir=str(cache),
         ),
-        "ingestion": IngestionResource(home=str(tmp_path / "home")),
+        "ingestion": ingestion_resource(str(tmp_path / "home")),
     }
     key = dg.MultiPartitionKey({"provider": uuid, "billing_month": MONTH.isoformat()})
 
@@ -287,8 +287,8 @@ def test_missing_manifest_fails_its_partition_but_a_month_without_reports_does_n
             partition_key=dg.MultiPartitionKey({"provider": uuid, "billing_month": "2026-09-01"}),
             resources={
                 "app_db": ApplicationDatabase(database_url=harness.url),
-                "object_store": ObjectStoreResource(url=harness.store.url, local_bucket_roots=str(harness.buckets)),
-                "ingestion": IngestionResource(home=str(harness.store.local_root)),
+                "object_store": object_store_resource(url=harness.store.url, local_bucket_roots=str(harness.buckets)),
+                "ingestion": ingestion_resource(str(harness.store.local_root)),
             },
             instance=instance,
         )
@@ -316,8 +316,8 @@ def test_a_summary_purges_the_provider_months_beyond_retention(harness: Harness,
 def _resources(harness: Harness) -> dict[str, object]:
     return {
         "app_db": ApplicationDatabase(database_url=harness.url),
-        "object_store": ObjectStoreResource(url=harness.store.url, local_bucket_roots=str(harness.buckets)),
-        "ingestion": IngestionResource(home=str(harness.store.local_root)),
+        "object_store": object_store_resource(url=harness.store.url, local_bucket_roots=str(harness.buckets)),
+        "ingestion": ingestion_resource(str(harness.store.local_root)),
     }
 
 
@@ -367,7 +367,7 @@ def test_months_beyond_retention_are_not_ingested(harness: Harness, nise_aws: Pa
         instance.add_dynamic_partitions("providers", [uuid])
         old = dg.materialize(
             INGEST_ASSETS, partition_key=dg.MultiPartitionKey({"provider": uuid, "billing_month": "2026-10-01"}),
-            resources=_resources(harness) | {"ingestion": IngestionResource(home=str(harness.store.local_root),
+            resources=_resources(harness) | {"ingestion": ingestion_resource(str(harness.store.local_root),
                                                                             retain_num_months=1)},
             instance=instance,
         )

@@ -15,23 +15,23 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+import boto3
 import nise
 import pyarrow as pa
 import pyarrow.parquet as pq
-import boto3
 import pytest
 
-from koku_dagster.ingest import aws
-from koku_dagster.ingest.aws_columns import LINE_ITEM_SCHEMA, normalize_legacy
-from koku_dagster.ingest.aws_source import LocalReportSource, S3ReportSource, assume_role_credentials
-from koku_dagster.ingest.errors import (
+from koku_dagster.providers import aws
+from koku_dagster.providers.aws import LocalCurReports, S3ReportSource, assume_role_credentials
+from koku_dagster.providers.aws_cur import LINE_ITEM_SCHEMA, normalize_legacy
+from koku_dagster.reports.errors import (
     CorruptReportError,
     ManifestError,
     ReportFileMissingError,
     ReportFormatError,
     UnsafeReportPathError,
 )
-from koku_dagster.ingest.paths import daily_dir, line_items_dir, summary_dir
+from koku_dagster.reports.paths import daily_dir, line_items_dir, summary_dir
 
 OCTOBER = date(2026, 10, 1)
 SCHEMA = "org1234567"
@@ -85,7 +85,7 @@ def _copy(bucket: Path, tmp_path: Path) -> Path:
 
 def _report_files(bucket: Path) -> list[Path]:
     """The CSV files listed by the October manifest."""
-    manifest = LocalReportSource(bucket).find_manifest(OCTOBER)
+    manifest = LocalCurReports(bucket).find_manifest(OCTOBER)
     assert manifest is not None
     return [f.local_path for f in manifest.files if f.local_path]
 
@@ -142,15 +142,15 @@ def raw_totals(bucket: Path, month: date = OCTOBER) -> RawTotals:
     return RawTotals(lines, in_month, unblended, blended)
 
 
-def ingest(source: LocalReportSource | S3ReportSource, out: Path, month: date = OCTOBER) -> aws.MonthTotals:
+def ingest(source: LocalCurReports | S3ReportSource, out: Path, month: date = OCTOBER) -> aws.MonthTotals:
     """Every step, as the Dagster assets chain them."""
     manifest = source.find_manifest(month)
     assert manifest is not None
-    aws.convert_manifest(source, manifest, schema=SCHEMA, provider_uuid=UUID, out_root=out)
+    aws.AWS.convert_manifest(source, manifest, schema=SCHEMA, provider_uuid=UUID, out_root=out)
     where = {"schema": SCHEMA, "provider_uuid": UUID, "month": month, "out_root": out}
-    aws.build_daily(work_dir=out / "work", **where)
-    aws.build_summary(work_dir=out / "work", **where)
-    return aws.month_totals(**where)
+    aws.AWS.build_daily(work_dir=out / "work", **where)
+    aws.AWS.build_summary(work_dir=out / "work", **where)
+    return aws.AWS.month_totals(**where)
 
 
 def _partition_files(out: Path) -> list[str]:
@@ -163,7 +163,7 @@ def _partition_files(out: Path) -> list[str]:
 
 
 def test_manifest_discovery(nise_random: Path) -> None:
-    manifest = LocalReportSource(nise_random).find_manifest(OCTOBER)
+    manifest = LocalCurReports(nise_random).find_manifest(OCTOBER)
     assert manifest is not None
     assert manifest.billing_period_start == OCTOBER
     assert manifest.report_name == "cur"
@@ -174,7 +174,7 @@ def test_manifest_discovery(nise_random: Path) -> None:
     (file,) = manifest.files
     assert file.key.startswith("/cur/20261001-20261101/")  # nise's keys are bucket-relative with a leading /
     assert file.local_path is not None and file.local_path.is_file()
-    assert LocalReportSource(nise_random).find_manifest(date(2026, 9, 1)) is None
+    assert LocalCurReports(nise_random).find_manifest(date(2026, 9, 1)) is None
 
 
 def test_keys_with_bucket_name_prefix(nise_random: Path, tmp_path: Path) -> None:
@@ -183,7 +183,7 @@ def test_keys_with_bucket_name_prefix(nise_random: Path, tmp_path: Path) -> None
     doc = json.loads(manifest_path.read_text())
     doc["reportKeys"] = [f"bucket{k}" for k in doc["reportKeys"]]  # "bucket/cur/..." as some exports list them
     manifest_path.write_text(json.dumps(doc))
-    source = LocalReportSource(bucket)
+    source = LocalCurReports(bucket)
     manifest = source.find_manifest(OCTOBER)
     assert manifest is not None and manifest.files[0].local_path is not None
     assert source.etag(manifest.files[0].key) == source.etag(manifest.files[0].key)
@@ -194,7 +194,7 @@ def test_manifest_naming_a_missing_file(nise_random: Path, tmp_path: Path) -> No
     (path,) = _report_files(bucket)
     path.unlink()
     with pytest.raises(ReportFileMissingError, match="October-2026-cur.csv.gz") as err:
-        LocalReportSource(bucket).find_manifest(OCTOBER)
+        LocalCurReports(bucket).find_manifest(OCTOBER)
     assert str(tmp_path) not in str(err.value)
 
 
@@ -206,7 +206,7 @@ def test_unsafe_manifest_keys(nise_random: Path, tmp_path: Path, key: str) -> No
     doc["reportKeys"].append(key)
     manifest_path.write_text(json.dumps(doc))
     with pytest.raises(UnsafeReportPathError):
-        LocalReportSource(bucket).find_manifest(OCTOBER)
+        LocalCurReports(bucket).find_manifest(OCTOBER)
 
 
 def test_two_reports_for_one_month_need_a_name(nise_random: Path, tmp_path: Path) -> None:
@@ -215,8 +215,8 @@ def test_two_reports_for_one_month_need_a_name(nise_random: Path, tmp_path: Path
     month_dir = bucket / "other/20261001-20261101"
     (month_dir / "cur-Manifest.json").rename(month_dir / "other-Manifest.json")
     with pytest.raises(ManifestError, match="cur, other"):
-        LocalReportSource(bucket).find_manifest(OCTOBER)
-    manifest = LocalReportSource(bucket, report_name="cur").find_manifest(OCTOBER)
+        LocalCurReports(bucket).find_manifest(OCTOBER)
+    manifest = LocalCurReports(bucket, report_name="cur").find_manifest(OCTOBER)
     assert manifest is not None and manifest.report_name == "cur"
 
 
@@ -227,7 +227,7 @@ def test_symlink_leading_out_of_the_bucket(nise_random: Path, tmp_path: Path) ->
     path.rename(outside)
     path.symlink_to(outside)
     with pytest.raises(UnsafeReportPathError):
-        LocalReportSource(bucket).find_manifest(OCTOBER)
+        LocalCurReports(bucket).find_manifest(OCTOBER)
 
 
 # ----------------------------------------------------------------------------------- conversion
@@ -235,7 +235,7 @@ def test_symlink_leading_out_of_the_bucket(nise_random: Path, tmp_path: Path) ->
 
 def test_pipeline_matches_the_raw_report(nise_bucket: Path, tmp_path: Path) -> None:
     raw = raw_totals(nise_bucket)
-    totals = ingest(LocalReportSource(nise_bucket), tmp_path / "out")
+    totals = ingest(LocalCurReports(nise_bucket), tmp_path / "out")
     assert totals.source_rows == raw.lines
     assert totals.line_item_rows == raw.in_month == raw.lines
     assert totals.rows_outside_month == totals.rows_without_usage_start == 0
@@ -257,7 +257,7 @@ def test_pipeline_matches_the_raw_report(nise_bucket: Path, tmp_path: Path) -> N
 
 def test_tags_and_cost_categories_folded_into_json(nise_random: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    ingest(LocalReportSource(nise_random), out)
+    ingest(LocalCurReports(nise_random), out)
     items = pq.read_table(line_items_dir(out, SCHEMA, "AWS", UUID, OCTOBER))
     assert not [c for c in items.column_names if "/" in c or c.startswith(("resourcetags_", "costcategory_"))]
     header, rows = _read_csv(_report_files(nise_random)[0])
@@ -297,8 +297,8 @@ def test_snake_case_headers_give_identical_parquet(nise_random: Path, tmp_path: 
     snake = _copy(nise_random, tmp_path)
     _edit_report(snake, lambda header, rows: ([_snake(h) for h in header], rows))
     assert "line_item_usage_amount" in _read_csv(_report_files(snake)[0])[0]
-    ingest(LocalReportSource(nise_random), tmp_path / "legacy")
-    ingest(LocalReportSource(snake), tmp_path / "snake")
+    ingest(LocalCurReports(nise_random), tmp_path / "legacy")
+    ingest(LocalCurReports(snake), tmp_path / "snake")
     legacy = pq.read_table(line_items_dir(tmp_path / "legacy", SCHEMA, "AWS", UUID, OCTOBER))
     other = pq.read_table(line_items_dir(tmp_path / "snake", SCHEMA, "AWS", UUID, OCTOBER))
     assert legacy.schema == other.schema
@@ -322,9 +322,9 @@ def _same(a: aws.MonthTotals, b: aws.MonthTotals) -> bool:
 
 def test_rerun_replaces_partitions(nise_static: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    first = ingest(LocalReportSource(nise_static), out)
+    first = ingest(LocalCurReports(nise_static), out)
     files = _partition_files(out)
-    second = ingest(LocalReportSource(nise_static), out)
+    second = ingest(LocalCurReports(nise_static), out)
     assert _partition_files(out) == files
     assert not [p for p in out.rglob(".*") if p.name.startswith((".staging-", ".retired-"))]
     assert _same(second, first)
@@ -340,36 +340,36 @@ def test_missing_required_columns(nise_static: Path, tmp_path: Path) -> None:
             return header[:i] + header[i + 1:], [r[:i] + r[i + 1:] for r in rows]
 
         _edit_report(bucket, drop)
-        source = LocalReportSource(bucket)
+        source = LocalCurReports(bucket)
         manifest = source.find_manifest(OCTOBER)
         assert manifest is not None
         with pytest.raises(ReportFormatError, match=normalize_legacy(column)):
-            aws.convert_manifest(source, manifest, schema=SCHEMA, provider_uuid=UUID, out_root=tmp_path / "out")
+            aws.AWS.convert_manifest(source, manifest, schema=SCHEMA, provider_uuid=UUID, out_root=tmp_path / "out")
 
 
 def test_truncated_gzip_keeps_the_previous_partition(nise_random: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     bucket = _copy(nise_random, tmp_path)
-    ingest(LocalReportSource(bucket), out)
+    ingest(LocalCurReports(bucket), out)
     before = _partition_files(out)
     (path,) = _report_files(bucket)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    source = LocalReportSource(bucket)
+    source = LocalCurReports(bucket)
     manifest = source.find_manifest(OCTOBER)
     assert manifest is not None
     with pytest.raises(CorruptReportError, match="October-2026-cur.csv.gz"):
-        aws.convert_manifest(source, manifest, schema=SCHEMA, provider_uuid=UUID, out_root=out)
+        aws.AWS.convert_manifest(source, manifest, schema=SCHEMA, provider_uuid=UUID, out_root=out)
     assert _partition_files(out) == before
 
 
 def test_rows_of_the_wrong_width(nise_static: Path, tmp_path: Path) -> None:
     bucket = _copy(nise_static, tmp_path)
     _edit_report(bucket, lambda header, rows: (header, [*rows, ["2026-10-01", "1.0"]]))
-    source = LocalReportSource(bucket)
+    source = LocalCurReports(bucket)
     manifest = source.find_manifest(OCTOBER)
     assert manifest is not None
     with pytest.raises(CorruptReportError, match="unreadable"):
-        aws.convert_manifest(source, manifest, schema=SCHEMA, provider_uuid=UUID, out_root=tmp_path / "out")
+        aws.AWS.convert_manifest(source, manifest, schema=SCHEMA, provider_uuid=UUID, out_root=tmp_path / "out")
     assert not any((tmp_path / "out").rglob("*.parquet"))
 
 
@@ -383,7 +383,7 @@ def test_non_numeric_costs_fail_the_file(nise_static: Path, tmp_path: Path) -> N
 
     _edit_report(bucket, damage)
     with pytest.raises(ReportFormatError, match=r"non-numeric lineitem_unblendedcost value '12,5'"):
-        ingest(LocalReportSource(bucket), tmp_path / "out")
+        ingest(LocalCurReports(bucket), tmp_path / "out")
     assert not list((tmp_path / "out").rglob("*.parquet"))
 
 
@@ -404,7 +404,7 @@ def test_non_numeric_usage_and_rows_outside_the_month(nise_static: Path, tmp_pat
 
     _edit_report(bucket, damage)
     raw = raw_totals(bucket)
-    totals = ingest(LocalReportSource(bucket), tmp_path / "out")
+    totals = ingest(LocalCurReports(bucket), tmp_path / "out")
     assert totals.source_rows == raw.lines
     assert totals.rows_outside_month == 5
     assert totals.rows_without_usage_start == 1
@@ -419,7 +419,7 @@ def test_non_numeric_usage_and_rows_outside_the_month(nise_static: Path, tmp_pat
 
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    from koku_dagster.devtools.services import MotoServer
+    from koku_devtools.services import MotoServer
 
     with MotoServer(workdir=tmp_path_factory.mktemp("moto")) as server:
         yield server
@@ -457,14 +457,14 @@ def test_s3_source_with_role_assumption(moto: object, nise_random: Path, tmp_pat
         source.etag("reports/cur/nope.csv.gz")
     with pytest.raises(ReportFileMissingError):
         source.open_file("reports/cur/nope.csv.gz")
-    assert _same(ingest(source, tmp_path / "s3"), ingest(LocalReportSource(nise_random), tmp_path / "local"))
+    assert _same(ingest(source, tmp_path / "s3"), ingest(LocalCurReports(nise_random), tmp_path / "local"))
 
 
 def test_rows_outside_month_are_counted(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from koku_dagster.ingest.month_tables import rows_outside_month
+    from koku_dagster.reports.month_tables import rows_outside_month
 
     path = tmp_path / "s.parquet"
     pq.write_table(pa.table({"usage_start": [date(2026, 9, 30), date(2026, 10, 1), date(2026, 10, 31), date(2026, 11, 1)]}), path)

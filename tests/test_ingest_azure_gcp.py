@@ -18,17 +18,17 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from koku_dagster.ingest import azure, gcp
-from koku_dagster.ingest.azure_source import LocalAzureExports
-from koku_dagster.ingest.errors import (
+from koku_dagster.providers import azure, gcp
+from koku_dagster.providers.azure import LocalAzureExports
+from koku_dagster.reports.errors import (
     CorruptReportError,
     IngestError,
     ManifestError,
     ReportFormatError,
     UnsafeReportPathError,
 )
-from koku_dagster.ingest.gcp_source import LocalGcpExports
-from koku_dagster.ingest.paths import daily_dir, line_items_dir, summary_dir
+from koku_dagster.providers.gcp import LocalGcpExports
+from koku_dagster.reports.paths import daily_dir, line_items_dir, summary_dir
 
 OCTOBER = date(2026, 10, 1)
 NOVEMBER = date(2026, 11, 1)
@@ -145,9 +145,9 @@ def _azure_run(storage: Path, out: Path, export_name: str | None = None) -> azur
     source = LocalAzureExports(storage, export_name)
     manifest = source.find_manifest(OCTOBER)
     assert manifest is not None
-    azure.convert_manifest(source, manifest, schema=SCHEMA, provider_uuid=UUID, out_root=out)
-    azure.build_summary(schema=SCHEMA, provider_uuid=UUID, month=OCTOBER, out_root=out, work_dir=out / "work")
-    return azure.month_totals(schema=SCHEMA, provider_uuid=UUID, month=OCTOBER, out_root=out)
+    azure.AZURE.convert_manifest(source, manifest, schema=SCHEMA, provider_uuid=UUID, out_root=out)
+    azure.AZURE.build_summary(schema=SCHEMA, provider_uuid=UUID, month=OCTOBER, out_root=out, work_dir=out / "work")
+    return azure.AZURE.month_totals(schema=SCHEMA, provider_uuid=UUID, month=OCTOBER, out_root=out)
 
 
 def _summary_rows(out: Path, table: str) -> list[tuple[object, ...]]:
@@ -343,10 +343,10 @@ def _gcp_run(bucket: Path, out: Path) -> gcp.MonthTotals:
     source = LocalGcpExports(bucket)
     manifest = source.find_manifest(OCTOBER)
     assert manifest is not None
-    gcp.convert_manifest(source, manifest, schema=SCHEMA, provider_uuid=UUID, out_root=out)
-    gcp.build_daily(schema=SCHEMA, provider_uuid=UUID, month=OCTOBER, out_root=out, work_dir=out / "work")
-    gcp.build_summary(schema=SCHEMA, provider_uuid=UUID, month=OCTOBER, out_root=out, work_dir=out / "work")
-    return gcp.month_totals(schema=SCHEMA, provider_uuid=UUID, month=OCTOBER, out_root=out)
+    gcp.GCP.convert_manifest(source, manifest, schema=SCHEMA, provider_uuid=UUID, out_root=out)
+    gcp.GCP.build_daily(schema=SCHEMA, provider_uuid=UUID, month=OCTOBER, out_root=out, work_dir=out / "work")
+    gcp.GCP.build_summary(schema=SCHEMA, provider_uuid=UUID, month=OCTOBER, out_root=out, work_dir=out / "work")
+    return gcp.GCP.month_totals(schema=SCHEMA, provider_uuid=UUID, month=OCTOBER, out_root=out)
 
 
 def test_gcp_discovery_and_reexport(gcp_dir: Path, tmp_path: Path) -> None:

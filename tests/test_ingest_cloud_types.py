@@ -15,9 +15,9 @@ import duckdb
 import pytest
 
 from koku_dagster.assets.ingest import INGEST_ASSETS, ManifestConfig
-from koku_dagster.devtools.demo_data import generate
-from koku_dagster.resources import ApplicationDatabase, ObjectStoreResource
-from koku_dagster.resources.ingestion import IngestionResource
+from koku_dagster.resources import ApplicationDatabase
+from tests.resources import ingestion_resource, object_store_resource
+from koku_devtools.nise_reports import generate
 from tests.conftest import Harness
 from tests.test_sensor import _tick
 
@@ -85,8 +85,8 @@ def _materialize(harness: Harness, instance: dg.DagsterInstance, uuid: str, *, f
         partition_key=dg.MultiPartitionKey({"provider": uuid, "billing_month": MONTH.isoformat()}),
         resources={
             "app_db": ApplicationDatabase(database_url=harness.url),
-            "object_store": ObjectStoreResource(url=harness.store.url, local_bucket_roots=str(harness.buckets)),
-            "ingestion": IngestionResource(home=str(harness.store.local_root)),
+            "object_store": object_store_resource(url=harness.store.url, local_bucket_roots=str(harness.buckets)),
+            "ingestion": ingestion_resource(str(harness.store.local_root)),
         },
         instance=instance,
         run_config=dg.RunConfig(ops={"report_manifest": ManifestConfig(force=force)}),

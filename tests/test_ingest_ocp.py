@@ -22,25 +22,25 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from koku_dagster.ingest import ocp
-from koku_dagster.ingest.errors import (
+from koku_dagster.providers import ocp
+from koku_dagster.providers.ocp_payload import (
+    PayloadManifest,
+    extract_payload,
+    fetch_payload,
+    parse_manifest,
+    read_manifest,
+)
+from koku_dagster.reports.errors import (
     CorruptPayloadError,
-    PayloadDownloadError,
     IngestError,
+    PayloadDownloadError,
     PayloadRefusedError,
     PayloadTooLargeError,
     ReportFileMissingError,
     ReportFormatError,
     UnsafePayloadError,
 )
-from koku_dagster.ingest.ocp_payload import (
-    PayloadManifest,
-    build_payload,
-    extract_payload,
-    fetch_payload,
-    parse_manifest,
-    read_manifest,
-)
+from koku_devtools.payloads import build_payload
 
 CLUSTER = "test-cluster"
 PROVIDER = "7d3c9a52-2f0e-4b8a-9b61-0c1e2d3f4a5b"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from koku_dagster.devtools.services import SeaweedS3
 from koku_dagster.infra.object_store import ObjectStore
+from koku_devtools.services import SeaweedS3
 
 U1 = "11111111-1111-4111-8111-111111111111"
 U2 = "22222222-2222-4222-8222-222222222222"

@@ -27,21 +27,20 @@ from koku_dagster.assets.ocp_uploads import ocp_payload_ingest
 from koku_dagster.infra.db.engine import get_engine
 from koku_dagster.infra.db.migrate import SCHEMA_VERSION, migrate
 from koku_dagster.infra.db.schema import metadata
-from koku_dagster.devtools.demo_data import OCP_CLUSTER_ID, generate
-from koku_dagster.devtools.platform_sources.admin import identity_header
-from koku_dagster.devtools.services import create_topics
-from koku_dagster.devtools.uploads import announce_payloads, announcement_body, payload_folders, produce_announcements
-from koku_dagster.ingest.ocp_payload import build_payload
-from koku_dagster.ingest.paths import csv_dir, ocp_line_items_dir
-from koku_dagster.resources import ApplicationDatabase, KafkaResource, ObjectStoreResource
-from koku_dagster.resources.ingestion import IngestionResource
+from koku_dagster.infra.kafka import BatchConsumer, MessagePosition
+from koku_dagster.reports.paths import csv_dir, ocp_line_items_dir
+from koku_dagster.resources import ApplicationDatabase
 from koku_dagster.sensors import ocp_upload as sensor_module
 from koku_dagster.sensors.ocp_upload import ocp_upload_sensor
-from koku_dagster.infra.kafka import MessagePosition
-from koku_dagster.infra.kafka import BatchConsumer
 from koku_dagster.uploads.announcements import BadAnnouncement, parse_announcement, shown_url
 from koku_dagster.uploads.intake import UPLOAD_GROUP
 from koku_dagster.uploads.processing import UploadLimits, _reason, process_upload
+from tests.resources import ingestion_resource, kafka_resource, object_store_resource
+from koku_devtools.nise_reports import OCP_CLUSTER_ID, generate
+from koku_devtools.payloads import build_payload, payload_folders
+from koku_devtools.platform_sources.admin import identity_header
+from koku_devtools.services import create_topics
+from koku_devtools.uploads import announce_payloads, announcement_body, produce_announcements
 from tests.conftest import Harness
 
 MONTH = date(2026, 10, 1)
@@ -72,13 +71,13 @@ class World:
     def resources(self) -> dict[str, Any]:
         return {
             "app_db": ApplicationDatabase(database_url=self.h.url),
-            "kafka": KafkaResource(
+            "kafka": kafka_resource(
                 bootstrap_servers=self.h.broker.bootstrap,
                 upload_topic=self.upload_topic,
                 validation_topic=self.validation_topic,
             ),
-            "object_store": ObjectStoreResource(url=self.h.store.url, local_bucket_roots=str(self.h.buckets)),
-            "ingestion": IngestionResource(home=str(self.h.store.local_root)),
+            "object_store": object_store_resource(url=self.h.store.url, local_bucket_roots=str(self.h.buckets)),
+            "ingestion": ingestion_resource(str(self.h.store.local_root)),
         }
 
     def announce(self, *bodies: dict[str, Any] | bytes, service: str | None = "hccm") -> None:
@@ -305,7 +304,7 @@ def test_failures_are_recorded_answered_and_touch_nothing_else(
     assert "no OpenShift provider is known for cluster 'someone-elses-cluster'" in str(failure.event_specific_data.error)
     # Oversized, processed by the core directly with a small limit (no validation sent by it).
     outcome = process_upload(
-        world.h.engine, "oversized", store=world.h.store, allowed_roots=(buckets,), work_dir=tmp_path / "work",
+        world.h.engine, "oversized", object_store=world.h.store, allowed_roots=(buckets,), work_dir=tmp_path / "work",
         limits=UploadLimits(max_payload_bytes=1024),
     )
     assert not outcome.succeeded and not outcome.upload.validation_sent
@@ -412,7 +411,7 @@ def test_unexpected_errors_are_retried_then_the_upload_is_failed(world: World, n
     not_a_folder = tmp_path / "store-is-a-file"
     not_a_folder.write_text("x")
     resources = world.resources() | {
-        "object_store": ObjectStoreResource(url=not_a_folder.as_uri(), local_bucket_roots=str(world.h.buckets))
+        "object_store": object_store_resource(url=not_a_folder.as_uri(), local_bucket_roots=str(world.h.buckets))
     }
     result = ocp_payload_ingest.execute_in_process(
         run_config=request.run_config, resources=resources, instance=world.instance, raise_on_error=False
@@ -476,7 +475,7 @@ def test_a_provider_deleted_during_the_payload_run_keeps_nothing(
 
     monkeypatch.setattr(processing, "find_cluster_provider", found_then_deleted)
     outcome = process_upload(
-        world.h.engine, "late", store=world.h.store, allowed_roots=(world.h.buckets,), work_dir=tmp_path / "work"
+        world.h.engine, "late", object_store=world.h.store, allowed_roots=(world.h.buckets,), work_dir=tmp_path / "work"
     )
     assert not outcome.succeeded
     assert "was deleted or deactivated while the payload was processed" in (outcome.upload.reason or "")

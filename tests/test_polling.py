@@ -9,12 +9,13 @@ import sqlalchemy as sa
 
 from koku_dagster.infra.db.engine import get_engine
 from koku_dagster.infra.db.schema import customer, provider
-from koku_dagster.orchestration.polling import (
+from koku_dagster.ingest.polling import (
     billing_months,
     currently_processing,
     months_to_ingest,
     take_polling_batch,
 )
+from tests.resources import ingestion_resource
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -89,7 +90,6 @@ def test_polling_schedule_requests_one_run_per_due_provider_month(db_url: str) -
     import dagster as dg
 
     from koku_dagster.resources import ApplicationDatabase
-    from koku_dagster.resources.ingestion import IngestionResource
     from koku_dagster.schedules.report_polling import report_polling_schedule
 
     engine = get_engine(db_url)
@@ -100,7 +100,7 @@ def test_polling_schedule_requests_one_run_per_due_provider_month(db_url: str) -
         _add(conn, "c-ocp", "OCP")
     resources = {
         "app_db": ApplicationDatabase(database_url=db_url),
-        "ingestion": IngestionResource(home="/tmp", initial_ingest_num_months=3),
+        "ingestion": ingestion_resource("/tmp", initial_ingest_num_months=3),
     }
     with dg.instance_for_test() as instance:
         context = dg.build_schedule_context(instance=instance, scheduled_execution_time=NOW, resources=resources)

@@ -6,9 +6,9 @@ import dagster as dg
 
 from koku_dagster.assets.partitions import providers_partitions
 from koku_dagster.definitions import defs
-from koku_dagster.resources import ApplicationDatabase, KafkaResource, ObjectStoreResource, PlatformSourcesResource
-from koku_dagster.resources.ingestion import IngestionResource
+from koku_dagster.resources import ApplicationDatabase
 from koku_dagster.sensors.platform_sources import platform_sources_sensor
+from tests.resources import ingestion_resource, kafka_resource, object_store_resource, platform_sources_resource
 from tests.conftest import Harness
 
 SECRET = "sensor-test-client-secret"
@@ -17,10 +17,10 @@ SECRET = "sensor-test-client-secret"
 def _resources(h: Harness) -> dict[str, object]:
     return {
         "app_db": ApplicationDatabase(database_url=h.url),
-        "platform_sources": PlatformSourcesResource(api_url=h.standin.url, psk="sources-psk"),
-        "kafka": KafkaResource(bootstrap_servers=h.broker.bootstrap, sources_topic=h.topic),
-        "object_store": ObjectStoreResource(url=h.store.url, local_bucket_roots=str(h.buckets)),
-        "ingestion": IngestionResource(home=str(h.store.local_root), initial_ingest_num_months=3),
+        "platform_sources": platform_sources_resource(api_url=h.standin.url, psk="sources-psk"),
+        "kafka": kafka_resource(bootstrap_servers=h.broker.bootstrap, sources_topic=h.topic),
+        "object_store": object_store_resource(url=h.store.url, local_bucket_roots=str(h.buckets)),
+        "ingestion": ingestion_resource(str(h.store.local_root), initial_ingest_num_months=3),
     }
 
 
@@ -48,7 +48,7 @@ def test_definitions_load_with_contract_names(tmp_path, monkeypatch) -> None:
             dg.Definitions.validate_loadable(loaded)
     finally:
         settings.get_settings.cache_clear()
-    assert (tmp_path / "koku.db").exists()  # the schema is migrated at start-up
+    assert not (tmp_path / "koku.db").exists()  # loading touches no database: migrated on first use
     assert {a.key.to_user_string() for a in loaded.assets} >= {"source_records", "provider_records", "daily_summary"}
     assert loaded.get_schedule_def("report_polling_schedule").default_status == dg.DefaultScheduleStatus.RUNNING
     sensor = loaded.get_sensor_def("platform_sources_sensor")
@@ -99,7 +99,7 @@ def test_records_check_passes_on_consistent_tables(harness: Harness) -> None:
     bucket.mkdir()
     harness.admin.create_cost_source("aws-local", "AWS", bucket=str(bucket))
     harness.settle()
-    from koku_dagster.assets.records import providers_match_sources
+    from koku_dagster.assets.source_records import providers_match_sources
 
     result = providers_match_sources(ApplicationDatabase(database_url=harness.url))
     assert result.passed and result.metadata["providers"].value == 1

@@ -1,4 +1,4 @@
-"""Real-server tests for :mod:`koku_dagster.devtools.services` (Tansu, PostgreSQL, SeaweedFS, moto)."""
+"""Real-server tests for :mod:`koku_devtools.services` (Tansu, PostgreSQL, SeaweedFS, moto)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from koku_dagster.devtools.services import (
+from koku_devtools.services import (
     EmbeddedPostgres,
     MotoServer,
     SeaweedS3,
@@ -181,7 +181,7 @@ def test_start_failure_reports_process_output(tmp_path: Path) -> None:
 def test_processes_do_not_outlive_python(tmp_path: Path) -> None:
     script = (
         "import sys; from pathlib import Path\n"
-        "from koku_dagster.devtools.services import TansuBroker\n"
+        "from koku_devtools.services import TansuBroker\n"
         "b = TansuBroker(workdir=Path(sys.argv[1])).start()\n"
         "print(b.pid, flush=True)\n"  # exits without stop(): the atexit hook must clean up
     )

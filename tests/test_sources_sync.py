@@ -15,9 +15,9 @@ import sqlalchemy as sa
 
 from koku_dagster.infra.db.schema import provider, sources
 from koku_dagster.infra.db.types import utcnow
-from koku_dagster.devtools.platform_sources.admin import identity_header
-from koku_dagster.sources.status import DUPLICATE_ACCOUNT_MESSAGE
 from koku_dagster.infra.kafka import BatchConsumer
+from koku_dagster.sources.status import DUPLICATE_ACCOUNT_MESSAGE
+from koku_devtools.platform_sources.admin import identity_header
 from tests.conftest import Harness, default_headers
 
 ARN = "arn:aws:iam::111111111111:role/CostManagement"
@@ -63,7 +63,9 @@ def test_aws_happy_path_creates_source_provider_and_reports_available(harness: H
     assert prov["customer_id"] == customer["id"]
 
     patches = harness.standin.status_patches(only_successful=True)
-    assert patches == [(int(created["application"]["id"]), {"availability_status": "available", "availability_status_error": ""})]
+    assert patches == [
+        (int(created["application"]["id"]), {"availability_status": "available", "availability_status_error": ""})
+    ]
     # The PATCH makes the service emit Application.update; consuming it changes nothing and sends nothing.
     harness.settle()
     assert len(harness.standin.status_patches(only_successful=True)) == 1
@@ -253,7 +255,10 @@ def test_duplicate_account_is_refused_and_reported(harness: Harness) -> None:
     assert len(_providers(harness)) == 1
     row = _source(harness, int(second["source"]["id"]))
     assert row["koku_uuid"] is None
-    assert row["status"] == {"availability_status": "unavailable", "availability_status_error": DUPLICATE_ACCOUNT_MESSAGE}
+    assert row["status"] == {
+        "availability_status": "unavailable",
+        "availability_status_error": DUPLICATE_ACCOUNT_MESSAGE,
+    }
     app_id = int(second["application"]["id"])
     assert (app_id, row["status"]) in harness.standin.status_patches(only_successful=True)
     assert _source(harness, int(first["source"]["id"]))["koku_uuid"]
@@ -333,7 +338,7 @@ def test_failing_provider_operation_is_retried_then_marked_failed(harness: Harne
     from datetime import timedelta
 
     from koku_dagster.infra.db.types import utcnow
-    from koku_dagster.sources.providers import MAX_OP_ATTEMPTS
+    from koku_dagster.sources.provider_operations import MAX_OP_ATTEMPTS
 
     now = utcnow()
     for i in range(MAX_OP_ATTEMPTS + 2):
@@ -362,9 +367,7 @@ def test_backlog_drains_over_bounded_ticks(harness: Harness) -> None:
     assert len(_providers(harness)) == 5
 
 
-def test_one_failing_source_is_given_up_and_others_proceed(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_one_failing_source_is_given_up_and_others_proceed(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     bad = _aws(harness, "Bad", role_arn=ARN + "bad")
     good = _aws(harness, "Good", role_arn=ARN + "good")
     bad_id = int(bad["source"]["id"])
@@ -393,8 +396,8 @@ def test_one_failing_source_is_given_up_and_others_proceed(
 
 
 def test_kafka_outage_is_reported_and_local_work_goes_on(harness: Harness) -> None:
-    from koku_dagster.devtools.services import free_port
     from koku_dagster.sources.sync import SourcesSync, SyncLimits
+    from koku_devtools.services import free_port
 
     created = _aws(harness, uid=UID)
     harness.settle()
@@ -402,8 +405,12 @@ def test_kafka_outage_is_reported_and_local_work_goes_on(harness: Harness) -> No
     with harness.engine.begin() as conn:  # a delete decided before the broker went away
         conn.execute(sa.update(sources).values(pending_delete=True))
     dead = SourcesSync(
-        harness.engine, harness.client, bootstrap=f"127.0.0.1:{free_port()}", topic=harness.topic,
-        local_roots=(harness.buckets,), purge_data=harness.store.delete_provider_data,
+        harness.engine,
+        harness.client,
+        bootstrap=f"127.0.0.1:{free_port()}",
+        topic=harness.topic,
+        local_roots=(harness.buckets,),
+        purge_data=harness.store.delete_provider_data,
         limits=SyncLimits(read_budget_seconds=1.0),
     )
     report = dead.run_once()
@@ -414,15 +421,14 @@ def test_kafka_outage_is_reported_and_local_work_goes_on(harness: Harness) -> No
 
 def test_database_errors_do_not_reveal_bound_values(harness: Harness) -> None:
     secret_header = "c2VjcmV0LWlkZW50aXR5LWhlYWRlcg=="
-    row = dict(source_id=1, offset=0, auth_header=secret_header, authentication={}, updated_timestamp=None)
+    row = {"source_id": 1, "offset": 0, "auth_header": secret_header, "authentication": {}, "updated_timestamp": None}
     from koku_dagster.infra.db.types import utcnow
 
     row["updated_timestamp"] = utcnow()
     with harness.engine.begin() as conn:
         conn.execute(sa.insert(sources).values(**row))
-    with pytest.raises(sa.exc.IntegrityError) as excinfo:
-        with harness.engine.begin() as conn:
-            conn.execute(sa.insert(sources).values(**row))
+    with pytest.raises(sa.exc.IntegrityError) as excinfo, harness.engine.begin() as conn:
+        conn.execute(sa.insert(sources).values(**row))
     assert secret_header not in str(excinfo.value)
 
 
@@ -438,12 +444,10 @@ def test_aws_role_arn_falls_back_to_the_internal_password(harness: Harness) -> N
     assert row["koku_uuid"]
 
 
-def test_database_outage_commits_nothing_and_recovers(
-    harness: Harness, tmp_path: Path
-) -> None:
+def test_database_outage_commits_nothing_and_recovers(harness: Harness, tmp_path: Path) -> None:
     from koku_dagster.infra.db.engine import dispose_engine, get_engine
     from koku_dagster.infra.db.migrate import migrate
-    from koku_dagster.devtools.services import EmbeddedPostgres
+    from koku_devtools.services import EmbeddedPostgres
 
     if not harness.url.startswith("postgresql"):
         pytest.skip("a server outage needs the PostgreSQL backend")
@@ -476,18 +480,18 @@ def test_batch_asks_platform_sources_in_bulk(harness: Harness) -> None:
 
 
 def test_a_failing_creation_does_not_hold_back_its_chunk(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    from koku_dagster.sources import providers
+    from koku_dagster.sources import provider_operations
 
     created = [_aws(harness, f"Chunk {i}", role_arn=f"{ARN}{i}") for i in range(4)]
     bad_id = int(created[1]["source"]["id"])
-    real = providers.validate_provider_settings
+    real = provider_operations.validate_provider_settings
 
     def broken(provider_type, credentials, data_source, local_roots):
         if credentials.get("role_arn") == f"{ARN}1":  # an unexpected failure for one source only
             raise RuntimeError("disk full")
         return real(provider_type, credentials, data_source, local_roots)
 
-    monkeypatch.setattr(providers, "validate_provider_settings", broken)
+    monkeypatch.setattr(provider_operations, "validate_provider_settings", broken)
     report = harness.run()[0]
     outcomes = {r.source_id: r.outcome for r in report.operations}
     assert outcomes[bad_id] == "retry" and sum(o == "done" for o in outcomes.values()) == 3
@@ -499,7 +503,11 @@ def test_a_failing_creation_does_not_hold_back_its_chunk(harness: Harness, monke
 def test_a_chunk_keeps_the_rules_in_source_order(harness: Harness) -> None:
     """Creations checked together, updates and existing provider rows one by one, in source order."""
     from koku_dagster.infra.db.schema import customer, provider_authentication, provider_billing_source
-    from koku_dagster.sources.providers import _insert_json
+    from koku_dagster.sources.provider_operations import fingerprint
+
+    def insert_json(conn: sa.Connection, table: sa.Table, column: str, value: dict) -> int:
+        result = conn.execute(sa.insert(table).values(**{column: value, "fingerprint": fingerprint(value)}))
+        return int(result.inserted_primary_key[0])
 
     def bucket(name: str) -> str:
         path = harness.buckets / name
@@ -516,12 +524,19 @@ def test_a_chunk_keeps_the_rules_in_source_order(harness: Harness) -> None:
     uid6 = "0b6c0f8e-2222-4e5e-9d9e-000000000006"
     with harness.engine.begin() as conn:
         customer_id = conn.execute(sa.select(customer.c.id)).scalar_one()
-        conn.execute(sa.insert(provider).values(
-            uuid=uid6, name="left over", type="AWS-local", customer_id=customer_id, active=True, paused=False,
-            authentication_id=_insert_json(conn, provider_authentication, "credentials", {"role_arn": ARN + "old"}),
-            billing_source_id=_insert_json(conn, provider_billing_source, "data_source", {"bucket": "/old"}),
-            created_timestamp=utcnow(),
-        ))
+        conn.execute(
+            sa.insert(provider).values(
+                uuid=uid6,
+                name="left over",
+                type="AWS-local",
+                customer_id=customer_id,
+                active=True,
+                paused=False,
+                authentication_id=insert_json(conn, provider_authentication, "credentials", {"role_arn": ARN + "old"}),
+                billing_source_id=insert_json(conn, provider_billing_source, "data_source", {"bucket": "/old"}),
+                created_timestamp=utcnow(),
+            )
+        )
     # One pass: s1 create (account X), s2 update, s3 create (Y), s4 create (Y again: duplicate of s3),
     # s5 create (X again: duplicate of s1, created earlier in the same chunk), s6 create over the
     # existing row, s7 create.
@@ -538,8 +553,12 @@ def test_a_chunk_keeps_the_rules_in_source_order(harness: Harness) -> None:
     ids = [int(s1["id"])] + [int(s["source"]["id"]) for s in (s2, s3, s4, s5, s6, s7)]
     outcomes = [(r.source_id, r.operation, r.outcome) for r in report.operations]
     assert outcomes == [
-        (ids[0], "create", "done"), (ids[1], "update", "done"), (ids[2], "create", "done"),
-        (ids[3], "create", "invalid"), (ids[4], "create", "invalid"), (ids[5], "create", "done"),
+        (ids[0], "create", "done"),
+        (ids[1], "update", "done"),
+        (ids[2], "create", "done"),
+        (ids[3], "create", "invalid"),
+        (ids[4], "create", "invalid"),
+        (ids[5], "create", "done"),
         (ids[6], "create", "done"),
     ]
     by_name = {p["name"]: p for p in _providers(harness)}

@@ -8,16 +8,16 @@ import socket
 
 import pytest
 
-from koku_dagster.devtools.platform_sources import StandInServer
-from koku_dagster.devtools.platform_sources.admin import StandInAdmin, identity_header
+from koku_dagster.infra.kafka import MessagePosition
 from koku_dagster.sources.client import SourcesClient
 from koku_dagster.sources.errors import PoisonMessage, ProviderValidationError, SourceNotFound, SourcesApiError
-from koku_dagster.infra.kafka import MessagePosition
 from koku_dagster.sources.events import parse_message
 from koku_dagster.sources.model import SourceRecord, Tenant
-from koku_dagster.sources.providers import needed_operation
+from koku_dagster.sources.provider_operations import needed_operation
 from koku_dagster.sources.status import MISSING_FIELDS_MESSAGE, build_status
 from koku_dagster.sources.validation import resolve_local_directory
+from koku_devtools.platform_sources import StandInServer
+from koku_devtools.platform_sources.admin import StandInAdmin, identity_header
 
 POS = MessagePosition("t", 0, 5)
 
@@ -37,9 +37,7 @@ def test_header_precedence_and_fallbacks() -> None:
     event = parse_message(POS, _headers(), body)
     assert event is not None and event.source_id == 42 and event.application_type_id == 2
     assert event.tenant.account_id == "10001" and event.tenant.org_id == "1234567"
-    event = parse_message(
-        POS, _headers(**{"x-rh-sources-account-number": b"999", "x-rh-sources-org-id": b"555"}), body
-    )
+    event = parse_message(POS, _headers(**{"x-rh-sources-account-number": b"999", "x-rh-sources-org-id": b"555"}), body)
     assert event.tenant.account_id == "999" and event.tenant.org_id == "555"
     no_org = [("event_type", b"Application.create"), ("x-rh-identity", _identity(account_number="1"))]
     with pytest.raises(PoisonMessage, match="org id"):
@@ -83,13 +81,20 @@ def test_poison_bodies(body: bytes, reason: str) -> None:
 def test_tenant_repr_hides_identity() -> None:
     tenant = Tenant(auth_header="c2VjcmV0", org_id="1")
     assert "c2VjcmV0" not in repr(tenant)
-    record = SourceRecord(source_id=1, offset=0, auth_header="c2VjcmV0", authentication={"credentials": {"client_secret": "s"}})
+    record = SourceRecord(
+        source_id=1, offset=0, auth_header="c2VjcmV0", authentication={"credentials": {"client_secret": "s"}}
+    )
     assert "c2VjcmV0" not in repr(record) and "client_secret" not in repr(record)
 
 
 def _ready(source_type: str, credentials: dict, data_source: dict, **flags: object) -> SourceRecord:
     record = SourceRecord(
-        source_id=1, offset=0, name="n", auth_header="h", org_id="1", source_type=source_type,
+        source_id=1,
+        offset=0,
+        name="n",
+        auth_header="h",
+        org_id="1",
+        source_type=source_type,
         authentication={"credentials": credentials} if credentials else {},
         billing_source={"data_source": data_source} if data_source else {},
     )
@@ -116,7 +121,10 @@ AZURE = {"client_id": "c", "client_secret": "s", "subscription_id": "x", "tenant
         (_ready("", {"role_arn": "a"}, {"bucket": "b"}), None),
         (_ready("AWS", {"role_arn": "a"}, {"bucket": "b"}, status={"availability_status": "unavailable"}), None),
         (_ready("AWS", {"role_arn": "a"}, {"bucket": "b"}, koku_uuid="u", pending_update=True), "update"),
-        (_ready("AWS", {"role_arn": "a"}, {"bucket": "b"}, koku_uuid="u", pending_update=True, pending_delete=True), "destroy"),
+        (
+            _ready("AWS", {"role_arn": "a"}, {"bucket": "b"}, koku_uuid="u", pending_update=True, pending_delete=True),
+            "destroy",
+        ),
         (_ready("AWS", {"role_arn": "a"}, {"bucket": "b"}, out_of_order_delete=True), None),
     ],
 )

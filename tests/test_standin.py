@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from koku_dagster.devtools.platform_sources import AdminError, StandInAdmin, StandInServer, identity_header
+from koku_devtools.platform_sources import AdminError, StandInAdmin, StandInServer, identity_header
 
 ORG = "1234567"
 ACCOUNT = "10001"
@@ -357,7 +357,7 @@ def test_command_line_serves_until_sigterm() -> None:
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "koku_dagster.devtools.platform_sources", "--port", str(port), "--log-level", "WARNING"],
+        [sys.executable, "-m", "koku_devtools.platform_sources", "--port", str(port), "--log-level", "WARNING"],
         cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:
@@ -412,7 +412,7 @@ def test_connections_beyond_the_cap_wait_for_a_free_one(monkeypatch: pytest.Monk
     import http.client
     import threading
 
-    from koku_dagster.devtools.platform_sources import server as server_module
+    from koku_devtools.platform_sources import http_server as server_module
 
     monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 1)
     srv = StandInServer().start()

@@ -9,10 +9,11 @@ requested by ``ocp_upload_sensor``.
 
 import dagster as dg
 
+from koku_dagster.assets import OWNERS
 from koku_dagster.assets.ingest import line_items
 from koku_dagster.resources import ApplicationDatabase, KafkaResource, ObjectStoreResource
 from koku_dagster.resources.ingestion import IngestionResource
-from koku_dagster.uploads import records
+from koku_dagster.uploads import upload_records
 from koku_dagster.uploads.processing import UnknownUploadError, process_upload
 from koku_dagster.uploads.validation import send_validations
 
@@ -35,6 +36,8 @@ ocp_payload_uploads = dg.AssetSpec(
         "KOKU_UPLOAD_TOPIC (group hccm-group) and processed by `ocp_payload_ingest` runs."
     ),
     group_name="sources",
+    owners=OWNERS,
+    code_version="1",
     kinds={"kafka", "sql"},
     metadata={"table": "ocp_payload_upload"},
 )
@@ -68,19 +71,19 @@ def process_ocp_payload(
         outcome = process_upload(
             engine,
             config.request_id,
-            store=object_store.store(),
+            object_store=object_store.object_store(),
             allowed_roots=object_store.roots(),
             work_dir=ingestion.work_dir(),
         )
     except UnknownUploadError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     except Exception as exc:
-        tried = records.load_upload(engine, config.request_id)
+        tried = upload_records.load_upload(engine, config.request_id)
         if tried is None or tried.attempts <= MAX_RETRIES:
             raise  # the retry policy tries again
         # Bounded, unlike Koku: the upload is answered `failure` instead of staying pending for ever.
         reason = f"gave up after {tried.attempts} attempts: {type(exc).__name__}"
-        failed = records.record_outcome(engine, config.request_id, state=records.FAILURE, reason=reason)
+        failed = upload_records.record_outcome(engine, config.request_id, state=upload_records.FAILURE, reason=reason)
         send_validations(engine, kafka.bootstrap_servers, kafka.validation_topic, [failed])
         raise dg.Failure(description=reason, allow_retries=False) from exc
     upload = outcome.upload
@@ -130,4 +133,11 @@ def payload_run_request(request_id: str, attempt: int = 0) -> dg.RunRequest:
     )
 
 
-__all__ = ["OCP_LINE_ITEMS_TAG", "REQUEST_ID_TAG", "OcpPayloadConfig", "ocp_payload_ingest", "ocp_payload_uploads", "payload_run_request"]
+__all__ = [
+    "OCP_LINE_ITEMS_TAG",
+    "REQUEST_ID_TAG",
+    "OcpPayloadConfig",
+    "ocp_payload_ingest",
+    "ocp_payload_uploads",
+    "payload_run_request",
+]

@@ -83,7 +83,9 @@ def record_manifest(
             )
             row = conn.execute(sa.select(manifest).where(*key)).mappings().one()
         known = set(
-            conn.execute(sa.select(report_status.c.report_name).where(report_status.c.manifest_id == row["id"])).scalars()
+            conn.execute(
+                sa.select(report_status.c.report_name).where(report_status.c.manifest_id == row["id"])
+            ).scalars()
         )
         for name in names:
             if name not in known:
@@ -136,9 +138,7 @@ def set_step(
         entry = {} if event == "start" else dict(state.get(step) or {})
         entry[event] = now.isoformat()
         if event != "start" and "start" in entry:
-            entry["time_taken_seconds"] = round(
-                (now - datetime.fromisoformat(entry["start"])).total_seconds(), 3
-            )
+            entry["time_taken_seconds"] = round((now - datetime.fromisoformat(entry["start"])).total_seconds(), 3)
         if error:
             entry["error"] = error[:500]
         state[step] = entry
@@ -166,11 +166,11 @@ def set_files_done(engine: sa.Engine, manifest_id: int, report_names: Iterable[s
     with engine.begin() as conn:
         key = (report_status.c.manifest_id == manifest_id, report_status.c.report_name.in_(names))
         conn.execute(
-            sa.update(report_status).where(*key, report_status.c.started_datetime.is_(None)).values(started_datetime=now)
+            sa.update(report_status)
+            .where(*key, report_status.c.started_datetime.is_(None))
+            .values(started_datetime=now)
         )
-        conn.execute(
-            sa.update(report_status).where(*key).values(status=int(FileStatus.DONE), completed_datetime=now)
-        )
+        conn.execute(sa.update(report_status).where(*key).values(status=int(FileStatus.DONE), completed_datetime=now))
 
 
 def manifest_ready_for_summary(engine: sa.Engine, manifest_id: int) -> bool:
@@ -181,9 +181,15 @@ def manifest_ready_for_summary(engine: sa.Engine, manifest_id: int) -> bool:
 def is_fully_processed(engine: sa.Engine, provider_uuid: str, assembly_id: str) -> bool:
     """Same assembly already summarized and every file done: nothing to do again."""
     with engine.connect() as conn:
-        row = conn.execute(
-            sa.select(manifest).where(manifest.c.provider_id == provider_uuid, manifest.c.assembly_id == assembly_id)
-        ).mappings().first()
+        row = (
+            conn.execute(
+                sa.select(manifest).where(
+                    manifest.c.provider_id == provider_uuid, manifest.c.assembly_id == assembly_id
+                )
+            )
+            .mappings()
+            .first()
+        )
     return row is not None and row["completed_datetime"] is not None and manifest_ready_for_summary(engine, row["id"])
 
 
@@ -197,22 +203,28 @@ def mark_manifest_complete(engine: sa.Engine, manifest_id: int, provider_uuid: s
 def mark_setup_complete(engine: sa.Engine, provider_uuid: str) -> None:
     with engine.begin() as conn:
         conn.execute(
-            sa.update(provider).where(provider.c.uuid == provider_uuid, ~provider.c.setup_complete).values(setup_complete=True)
+            sa.update(provider)
+            .where(provider.c.uuid == provider_uuid, ~provider.c.setup_complete)
+            .values(setup_complete=True)
         )
 
 
 def latest_manifest(engine: sa.Engine, provider_uuid: str, month: date) -> ManifestRecord | None:
     """The month's most recently recorded manifest."""
     with engine.connect() as conn:
-        row = conn.execute(
-            sa.select(manifest)
-            .where(
-                manifest.c.provider_id == provider_uuid,
-                manifest.c.billing_period_start_datetime == _month_start(month),
+        row = (
+            conn.execute(
+                sa.select(manifest)
+                .where(
+                    manifest.c.provider_id == provider_uuid,
+                    manifest.c.billing_period_start_datetime == _month_start(month),
+                )
+                .order_by(manifest.c.id.desc())
+                .limit(1)
             )
-            .order_by(manifest.c.id.desc())
-            .limit(1)
-        ).mappings().first()
+            .mappings()
+            .first()
+        )
     return _as_record(row) if row is not None else None
 
 

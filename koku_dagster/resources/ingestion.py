@@ -6,12 +6,13 @@ import dagster as dg
 
 
 class IngestionResource(dg.ConfigurableResource):
-    """Ingestion settings (CONTRACT section 1) and the local working places under ``KOKU_HOME``."""
+    """Ingestion settings (``KOKU_INITIAL_INGEST_NUM_MONTHS``, ``KOKU_POLLING_INTERVAL_SECONDS``,
+    ``KOKU_RETAIN_NUM_MONTHS``) and the local working places under ``KOKU_HOME``."""
 
     home: str
-    initial_ingest_num_months: int = 3
-    polling_interval_seconds: int = 86400
-    retain_num_months: int = 4
+    initial_ingest_num_months: int
+    polling_interval_seconds: int
+    retain_num_months: int
 
     def work_dir(self) -> Path:
         path = Path(self.home) / "work"

@@ -4,9 +4,9 @@ import dagster as dg
 
 
 class KafkaResource(dg.ConfigurableResource):
-    """Kafka bootstrap servers and the topics of CONTRACT section 2 and 7."""
+    """Kafka bootstrap servers and the topics of sources events, payload announcements and validation results."""
 
     bootstrap_servers: str
-    sources_topic: str = "platform.sources.event-stream"
-    upload_topic: str = "platform.upload.announce"
-    validation_topic: str = "platform.upload.validation"
+    sources_topic: str
+    upload_topic: str
+    validation_topic: str

@@ -6,8 +6,8 @@ from typing import Any
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from koku_dagster.ingest.aws_source import assume_role_credentials
 from koku_dagster.infra.object_store import ObjectStore
+from koku_dagster.providers.aws import assume_role_credentials
 
 
 class ObjectStoreResource(dg.ConfigurableResource):
@@ -15,12 +15,13 @@ class ObjectStoreResource(dg.ConfigurableResource):
     the local bucket roots, and AWS report buckets (``AWS_ENDPOINT_URL`` for both S3 uses)."""
 
     url: str
-    endpoint_url: str | None = None
-    local_bucket_roots: str = ""
-    #: Local mirror of an ``s3://`` store (steps read and write files there).
-    cache_dir: str = ""
+    endpoint_url: str | None
+    #: Colon-separated ``KOKU_LOCAL_BUCKET_ROOTS``.
+    local_bucket_roots: str
+    #: Local mirror of an ``s3://`` store (steps read and write files there); empty for a ``file://`` store.
+    cache_dir: str
 
-    def store(self) -> ObjectStore:
+    def object_store(self) -> ObjectStore:
         return ObjectStore(self.url, self.endpoint_url, Path(self.cache_dir) if self.cache_dir else None)
 
     def roots(self) -> tuple[Path, ...]:

@@ -9,8 +9,8 @@ class PlatformSourcesResource(dg.ConfigurableResource):
     """The Platform Sources REST service (``SOURCES_API_URL`` and prefixes, ``SOURCES_PSK``)."""
 
     api_url: str
-    api_prefix: str = "/api/sources/v1.0"
-    internal_api_prefix: str = "/internal/v1.0"
+    api_prefix: str
+    internal_api_prefix: str
     psk: str
 
     def client(self) -> SourcesClient:

@@ -7,7 +7,7 @@ from datetime import UTC
 import dagster as dg
 
 from koku_dagster.assets.ingest import ingest_run_request, provider_month_ingest
-from koku_dagster.orchestration.polling import months_to_ingest, take_polling_batch
+from koku_dagster.ingest.polling import months_to_ingest, take_polling_batch
 from koku_dagster.resources import ApplicationDatabase
 from koku_dagster.resources.ingestion import IngestionResource
 

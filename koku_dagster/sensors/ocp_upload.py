@@ -31,11 +31,11 @@ from koku_dagster.assets.ocp_uploads import (
     payload_run_request,
 )
 from koku_dagster.assets.partitions import billing_month_partitions, providers_partitions
-from koku_dagster.infra.db.schema import provider
+from koku_dagster.ingest.polling import existing_providers
 from koku_dagster.resources import ApplicationDatabase, KafkaResource
-from koku_dagster.uploads import records
+from koku_dagster.uploads import upload_records
 from koku_dagster.uploads.intake import IntakeReport, take_announcements
-from koku_dagster.uploads.records import Upload
+from koku_dagster.uploads.upload_records import Upload
 from koku_dagster.uploads.validation import send_validations
 
 #: Runs asked for per tick, of each kind.
@@ -67,9 +67,7 @@ def _summary_requests(
     """
     if not due:
         return [], []
-    uuids = {u.provider_uuid for u in due if u.provider_uuid}
-    with engine.connect() as conn:
-        alive = set(conn.execute(sa.select(provider.c.uuid).where(provider.c.uuid.in_(uuids))).scalars())
+    alive = existing_providers(engine, {u.provider_uuid for u in due if u.provider_uuid})
     partitioned = set(context.instance.get_dynamic_partitions(providers_partitions.name))
     months = set(billing_month_partitions.get_partition_keys())
     requests: list[dg.RunRequest] = []
@@ -95,14 +93,14 @@ def _stalled_requests(context: dg.SensorEvaluationContext, engine: sa.Engine) ->
     """Runs again for pending uploads whose runs all ended without an outcome; failure after
     :data:`MAX_PAYLOAD_RUNS` of them (the sensor then sends the result, as for any finished upload)."""
     requests: list[dg.RunRequest] = []
-    for request_id in records.handed_over_pending(engine, STALLED_AFTER, limit=20):
+    for request_id in upload_records.handed_over_pending(engine, STALLED_AFTER, limit=20):
         runs = context.instance.get_runs(dg.RunsFilter(tags={REQUEST_ID_TAG: request_id[:63]}))
         if any(run.status not in _FINISHED for run in runs):
             continue  # queued or running
         if len(runs) >= MAX_PAYLOAD_RUNS:
             reason = f"gave up: {len(runs)} runs ended without recording an outcome (see their logs)"
             context.log.error(f"upload {request_id}: {reason}")
-            records.record_outcome(engine, request_id, state=records.FAILURE, reason=reason)
+            upload_records.record_outcome(engine, request_id, state=upload_records.FAILURE, reason=reason)
             continue
         context.log.warning(f"upload {request_id}: its run ended without an outcome; asking again")
         requests.append(payload_run_request(request_id, attempt=len(runs)))
@@ -140,8 +138,8 @@ def ocp_upload_sensor(
 ) -> dg.SensorResult:
     engine = app_db.engine()
     cursor = _parse_cursor(context.cursor)
-    records.mark(engine, cursor.get("runs", []), "run_requested")
-    records.mark(engine, cursor.get("summaries", []), "summaries_requested")
+    upload_records.mark(engine, cursor.get("runs", []), "run_requested")
+    upload_records.mark(engine, cursor.get("summaries", []), "summaries_requested")
 
     kafka_ok = True
     try:
@@ -155,15 +153,20 @@ def ocp_upload_sensor(
 
     resent: set[str] = set()
     if kafka_ok:
-        owed = records.validations_due(engine, VALIDATION_GRACE, MAX_REQUESTS)
+        owed = upload_records.validations_due(engine, VALIDATION_GRACE, MAX_REQUESTS)
         resent = send_validations(engine, kafka.bootstrap_servers, kafka.validation_topic, owed)
 
-    runs = records.runs_due(engine, MAX_REQUESTS)
+    runs = upload_records.runs_due(engine, MAX_REQUESTS)
     again = _stalled_requests(context, engine)
-    summaries, handed = _summary_requests(context, engine, records.summaries_due(engine, MAX_REQUESTS))
+    summaries, handed = _summary_requests(context, engine, upload_records.summaries_due(engine, MAX_REQUESTS))
     totals = Counter({k: int(v) for k, v in (cursor.get("totals") or {}).items()})
     totals.update(
-        {"read": intake.read, "new": intake.new, "ignored": sum(intake.ignored.values()), "rejected": len(intake.rejected)}
+        {
+            "read": intake.read,
+            "new": intake.new,
+            "ignored": sum(intake.ignored.values()),
+            "rejected": len(intake.rejected),
+        }
     )
     next_cursor = json.dumps({"runs": runs, "summaries": handed, "totals": dict(totals)}, sort_keys=True)
     run_requests = [payload_run_request(rid) for rid in runs] + again + summaries
@@ -176,7 +179,6 @@ def ocp_upload_sensor(
     )
     events = []
     if intake.read or resent:
-        meta = _metadata(intake, totals, records.state_counts(engine), len(resent))
+        meta = _metadata(intake, totals, upload_records.state_counts(engine), len(resent))
         events.append(dg.AssetMaterialization(ocp_payload_uploads.key, metadata=meta))
     return dg.SensorResult(run_requests=run_requests, cursor=next_cursor, asset_events=events)
-

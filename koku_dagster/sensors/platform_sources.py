@@ -9,10 +9,9 @@ import sqlalchemy as sa
 
 from koku_dagster.assets.ingest import ingest_run_request, provider_month_ingest
 from koku_dagster.assets.partitions import providers_partitions
-from koku_dagster.infra.db.schema import provider
+from koku_dagster.assets.source_records import provider_records, source_records
 from koku_dagster.infra.db.types import utcnow
-from koku_dagster.orchestration.polling import POLLED_TYPES, months_to_ingest
-from koku_dagster.assets.records import provider_records, source_records
+from koku_dagster.ingest.polling import months_to_ingest, polled_creations
 from koku_dagster.resources import ApplicationDatabase, KafkaResource, ObjectStoreResource, PlatformSourcesResource
 from koku_dagster.resources.ingestion import IngestionResource
 from koku_dagster.sources.sync import SourcesSync, SyncReport, provider_uuids, record_counts
@@ -39,21 +38,16 @@ def _metadata(report: SyncReport, counts: dict[str, dict[str, int]]) -> dict[str
 
 def _ingest_requests(report: SyncReport, engine: sa.Engine, initial_months: int, now: datetime) -> list[dg.RunRequest]:
     """First ingestion of new providers, and re-ingestion after a billing or credential change."""
-    wanted = {uuid: False for uuid in report.created} | {uuid: True for uuid in report.reingest}
+    wanted = dict.fromkeys(report.created, False) | dict.fromkeys(report.reingest, True)
     if not wanted:
         return []
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(provider.c.uuid, provider.c.type, provider.c.created_timestamp).where(provider.c.uuid.in_(wanted))
-        ).all()
-    found = {uuid: (type_, created) for uuid, type_, created in rows}
+    created = polled_creations(engine, wanted)
     requests = []
     for uuid, force in sorted(wanted.items()):
-        type_, created = found.get(uuid, (None, None))
-        if type_ not in POLLED_TYPES:
+        if uuid not in created:
             continue
         # A provider re-created under the same uuid (same source uid) is a new creation: a new key.
-        stamp = f":{(now if force else created):%Y%m%dT%H%M%S.%f}"
+        stamp = f":{(now if force else created[uuid]):%Y%m%dT%H%M%S.%f}"
         for month in months_to_ingest(False, now.date(), initial_months):
             key = f"{'reingest' if force else 'new'}:{uuid}:{month:%Y-%m}{stamp}"
             requests.append(ingest_run_request(uuid, month, key, force=force))
@@ -80,7 +74,7 @@ def platform_sources_sensor(
 ) -> dg.SensorResult:
     engine = app_db.engine()
     client = platform_sources.client()
-    store = object_store.store()
+    purge_data = object_store.object_store().delete_provider_data
     try:
         sync = SourcesSync(
             engine,
@@ -88,7 +82,7 @@ def platform_sources_sensor(
             bootstrap=kafka.bootstrap_servers,
             topic=kafka.sources_topic,
             local_roots=object_store.roots(),
-            purge_data=store.delete_provider_data,
+            purge_data=purge_data,
         )
         report = sync.run_once()
     finally:

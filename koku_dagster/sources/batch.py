@@ -13,18 +13,20 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
-from koku_dagster.infra.rejections import record_rejection
 from koku_dagster.infra.db.schema import consumer_progress, message_retry
-from koku_dagster.sources.errors import PoisonMessage, SourceNotFound, SourcesApiError
 from koku_dagster.infra.kafka import MessagePosition, RawMessage
+from koku_dagster.infra.rejections import record_rejection
+from koku_dagster.sources.errors import PoisonMessage, SourceNotFound, SourcesApiError
 from koku_dagster.sources.events import SourceEvent, event_type_of, parse_message
 from koku_dagster.sources.model import SourceRecord, Tenant
 from koku_dagster.sources.platform import PlatformView
-from koku_dagster.sources.processor import apply_event
-from koku_dagster.sources.store import load_records, save_records
+from koku_dagster.sources.processor import apply_event, flag_provider_update
+from koku_dagster.sources.provider_operations import stale_providers
+from koku_dagster.sources.source_rows import SourceChange, load_sources, save_sources
 
 log = logging.getLogger(__name__)
 
@@ -135,35 +137,68 @@ def process_batch(
     result = BatchResult(read=len(messages))
     if not messages:
         return result
+    groups = _group_events(messages, result)
+    with engine.connect() as conn:
+        before = load_sources(conn, groups)
+        high_water = {
+            (r["topic"], r["partition"]): r["high_water"]
+            for r in conn.execute(
+                sa.select(consumer_progress).where(consumer_progress.c.group_id == group_id)
+            ).mappings()
+        }
+        retries = {(r["topic"], r["partition"]): dict(r) for r in conn.execute(sa.select(message_retry)).mappings()}
+    calls_before = platform.calls
+    group_results = _apply_groups(groups, before, platform, high_water, workers)
+    result.api_calls = platform.calls - calls_before
+    for g in group_results:
+        result.applied += g.applied
+        result.ignored += g.ignored
+    gave_up = _schedule_retries(_first_failures(group_results), retries, messages, now, result)
+    partitions = {(m.position.topic, m.position.partition) for m in messages}
+    _set_commit_offsets(partitions, messages, gave_up, result)
+    applied_through = _applied_through(groups, group_results, messages, gave_up)
+    with engine.begin() as conn:
+        changes = _queue_stale_providers(conn, [(before.get(g.source_id), g.record) for g in group_results])
+        result.sources_changed = save_sources(conn, changes)
+        for rejection in result.rejected:
+            record_rejection(conn, rejection.position, rejection.event_type, rejection.reason, now)
+        for tp in partitions:
+            conn.execute(
+                sa.delete(message_retry).where(message_retry.c.topic == tp[0], message_retry.c.partition == tp[1])
+            )
+            if tp in result.retrying:
+                conn.execute(sa.insert(message_retry).values(**retries[tp]))
+            _raise_high_water(conn, group_id, tp, applied_through.get(tp, -1))
+    return result
+
+
+def _group_events(messages: list[RawMessage], result: BatchResult) -> dict[int, list[SourceEvent]]:
+    """The handled events by source, in offset order; unreadable ones are added to ``result.rejected``."""
     groups: dict[int, list[SourceEvent]] = defaultdict(list)
     for msg in messages:
         try:
             event = parse_message(msg.position, msg.headers, msg.value)
-        except Exception as exc:  # noqa: BLE001 - one unreadable message must never hold back the topic
+        except Exception as exc:
             reason = str(exc) if isinstance(exc, PoisonMessage) else f"unreadable message ({type(exc).__name__})"
             result.rejected.append(Rejection(msg.position, event_type_of(msg.headers), reason))
-            log.warning(
-                "rejected message %s[%s]@%s: %s", msg.position.topic, msg.position.partition, msg.position.offset, reason
-            )
+            pos = msg.position
+            log.warning("rejected message %s[%s]@%s: %s", pos.topic, pos.partition, pos.offset, reason)
             continue
         if event is None:
             result.ignored += 1
             continue
         groups[event.source_id].append(event)
+    return groups
 
-    partitions = {(m.position.topic, m.position.partition) for m in messages}
-    with engine.connect() as conn:
-        before = load_records(conn, groups)
-        high_water = {
-            (r["topic"], r["partition"]): r["high_water"]
-            for r in conn.execute(sa.select(consumer_progress).where(consumer_progress.c.group_id == group_id))
-            .mappings()
-        }
-        retries = {
-            (r["topic"], r["partition"]): dict(r) for r in conn.execute(sa.select(message_retry)).mappings()
-        }
 
-    calls_before = platform.calls
+def _apply_groups(
+    groups: dict[int, list[SourceEvent]],
+    before: dict[int, SourceRecord],
+    platform: PlatformView,
+    high_water: dict[TopicPartition, int],
+    workers: int,
+) -> list[_GroupResult]:
+    """Each source's events applied in order; sources in parallel, after a bulk prefetch per tenant."""
     by_tenant: dict[Tenant, list[int]] = defaultdict(list)
     for source_id, events in groups.items():
         by_tenant[events[0].tenant].append(source_id)
@@ -176,51 +211,59 @@ def process_batch(
         done = pool.map(
             lambda task: [_process_group(sid, before.get(sid), evs, platform, high_water) for sid, evs in task], tasks
         )
-        group_results = [g for task_results in done for g in task_results]
-    result.api_calls = platform.calls - calls_before
+        return [g for task_results in done for g in task_results]
 
-    # Where each partition may resume: the first failed message, else after the last one read.
-    first_failure: dict[TopicPartition, tuple[int, str]] = {}
+
+def _first_failures(group_results: list[_GroupResult]) -> dict[TopicPartition, tuple[int, str]]:
+    """The first failed message per partition (offset, error): where the partition resumes."""
+    first: dict[TopicPartition, tuple[int, str]] = {}
     for g in group_results:
-        result.applied += g.applied
-        result.ignored += g.ignored
         if g.failed_at is not None:
             tp = (g.failed_at.topic, g.failed_at.partition)
-            if tp not in first_failure or g.failed_at.offset < first_failure[tp][0]:
-                first_failure[tp] = (g.failed_at.offset, g.error or "error")
+            if tp not in first or g.failed_at.offset < first[tp][0]:
+                first[tp] = (g.failed_at.offset, g.error or "error")
+    return first
 
+
+def _schedule_retries(
+    first_failure: dict[TopicPartition, tuple[int, str]],
+    retries: dict[TopicPartition, dict[str, Any]],
+    messages: list[RawMessage],
+    now: datetime,
+    result: BatchResult,
+) -> dict[TopicPartition, int]:
+    """Schedule a retry of each failed message (in ``retries`` and ``result.retrying``), or give it up
+    (in ``result.rejected``) after :data:`MAX_MESSAGE_ATTEMPTS`; return the given-up offsets."""
     gave_up: dict[TopicPartition, int] = {}
     for tp, (offset, error) in first_failure.items():
         prior = retries.get(tp)
         attempts = (prior["attempts"] + 1) if prior and prior["offset"] == offset else 1
         if attempts >= MAX_MESSAGE_ATTEMPTS:
-            failed_msg = next(m for m in messages if (m.position.topic, m.position.partition) == tp and m.position.offset == offset)
-            result.rejected.append(
-                Rejection(failed_msg.position, event_type_of(failed_msg.headers), f"gave up after {attempts} attempts: {error}")
+            failed_msg = next(
+                m for m in messages if (m.position.topic, m.position.partition) == tp and m.position.offset == offset
             )
+            reason = f"gave up after {attempts} attempts: {error}"
+            result.rejected.append(Rejection(failed_msg.position, event_type_of(failed_msg.headers), reason))
             log.error("giving up on %s[%s]@%s after %s attempts: %s", tp[0], tp[1], offset, attempts, error)
             gave_up[tp] = offset
         else:
             result.retrying[tp] = (offset, error)
-            retries[tp] = {"topic": tp[0], "partition": tp[1], "offset": offset, "attempts": attempts,
-                           "next_attempt_at": now + retry_delay(attempts), "last_error": error}
+            retries[tp] = {
+                "topic": tp[0],
+                "partition": tp[1],
+                "offset": offset,
+                "attempts": attempts,
+                "next_attempt_at": now + retry_delay(attempts),
+                "last_error": error,
+            }
             log.warning("will retry %s[%s]@%s (attempt %s): %s", tp[0], tp[1], offset, attempts, error)
+    return gave_up
 
-    # Highest offset per partition whose effects this batch commits (failed tails excluded).
-    unapplied = {
-        (e.position.topic, e.position.partition, e.position.offset)
-        for g in group_results
-        if g.failed_at is not None
-        for e in groups[g.source_id]
-        if e.position.offset > g.failed_at.offset
-        or (e.position.offset == g.failed_at.offset and (e.position.topic, e.position.partition) not in gave_up)
-    }
-    applied_through: dict[TopicPartition, int] = {}
-    for m in messages:
-        tp = (m.position.topic, m.position.partition)
-        if (tp[0], tp[1], m.position.offset) not in unapplied:
-            applied_through[tp] = max(applied_through.get(tp, -1), m.position.offset)
 
+def _set_commit_offsets(
+    partitions: set[TopicPartition], messages: list[RawMessage], gave_up: dict[TopicPartition, int], result: BatchResult
+) -> None:
+    """Where each partition may resume: the message to retry, else after the last one read."""
     for tp in partitions:
         if tp in result.retrying:
             result.commit_offsets[tp] = result.retrying[tp][0]
@@ -230,24 +273,58 @@ def process_batch(
             last = max(m.position.offset for m in messages if (m.position.topic, m.position.partition) == tp)
             result.commit_offsets[tp] = last + 1
 
-    with engine.begin() as conn:
-        result.sources_changed = save_records(conn, ((before.get(g.source_id), g.record) for g in group_results))
-        for rejection in result.rejected:
-            record_rejection(conn, rejection.position, rejection.event_type, rejection.reason, now)
-        for tp in partitions:
-            conn.execute(sa.delete(message_retry).where(message_retry.c.topic == tp[0], message_retry.c.partition == tp[1]))
-            if tp in result.retrying:
-                conn.execute(sa.insert(message_retry).values(**retries[tp]))
-            _raise_high_water(conn, group_id, tp, applied_through.get(tp, -1))
-    return result
+
+def _applied_through(
+    groups: dict[int, list[SourceEvent]],
+    group_results: list[_GroupResult],
+    messages: list[RawMessage],
+    gave_up: dict[TopicPartition, int],
+) -> dict[TopicPartition, int]:
+    """Highest offset per partition whose effects this batch commits (failed tails excluded)."""
+    unapplied = {
+        (e.position.topic, e.position.partition, e.position.offset)
+        for g in group_results
+        if g.failed_at is not None
+        for e in groups[g.source_id]
+        if e.position.offset > g.failed_at.offset
+        or (e.position.offset == g.failed_at.offset and (e.position.topic, e.position.partition) not in gave_up)
+    }
+    through: dict[TopicPartition, int] = {}
+    for m in messages:
+        tp = (m.position.topic, m.position.partition)
+        if (tp[0], tp[1], m.position.offset) not in unapplied:
+            through[tp] = max(through.get(tp, -1), m.position.offset)
+    return through
+
+
+def _queue_stale_providers(conn: sa.Connection, changes: list[SourceChange]) -> list[SourceChange]:
+    """``changes`` with an update queued for every touched source whose provider differs from what the
+    source now says it is built from, so the outcome does not depend on the order events came in."""
+    stale = set(stale_providers(conn, (after for _, after in changes if after is not None)))
+    if not stale:
+        return changes
+    queued: list[SourceChange] = []
+    for before, after in changes:
+        if after is not None and after.source_id in stale:
+            after = after.copy()
+            flag_provider_update(after)
+            log.info("provider of source %s differs from the source: update queued", after.source_id)
+        queued.append((before, after))
+    return queued
 
 
 def _raise_high_water(conn: sa.Connection, group_id: str, tp: TopicPartition, offset: int) -> None:
     if offset < 0:
         return
-    key = (consumer_progress.c.group_id == group_id, consumer_progress.c.topic == tp[0], consumer_progress.c.partition == tp[1])
+    key = (
+        consumer_progress.c.group_id == group_id,
+        consumer_progress.c.topic == tp[0],
+        consumer_progress.c.partition == tp[1],
+    )
     current = conn.execute(sa.select(consumer_progress.c.high_water).where(*key)).scalar()
     if current is None:
-        conn.execute(sa.insert(consumer_progress).values(group_id=group_id, topic=tp[0], partition=tp[1], high_water=offset))
+        conn.execute(
+            sa.insert(consumer_progress).values(group_id=group_id, topic=tp[0], partition=tp[1], high_water=offset)
+        )
     elif offset > current:
         conn.execute(sa.update(consumer_progress).where(*key).values(high_water=offset))

@@ -1,4 +1,4 @@
-"""Platform Sources REST client (CONTRACT section 3) with Koku's error classification.
+"""Platform Sources REST client with Koku's error classification (see docs/sources.md).
 
 One pooled ``requests.Session`` per client (connections kept alive), timeouts on every call;
 no cookies are sent (Platform Sources authenticates by header). Error texts name the
@@ -52,7 +52,9 @@ def _details(row: dict[str, Any]) -> SourceDetails:
 def _authentication(row: dict[str, Any]) -> AuthenticationRecord:
     extra = row.get("extra")
     return AuthenticationRecord(
-        id=str(row.get("id") or ""), username=_text(row, "username") or "", extra=extra if isinstance(extra, dict) else {}
+        id=str(row.get("id") or ""),
+        username=_text(row, "username") or "",
+        extra=extra if isinstance(extra, dict) else {},
     )
 
 
@@ -157,7 +159,12 @@ class SourcesClient:
             raise SourcesApiError(f"{method} {path}: {type(exc).__name__} (Platform Sources unreachable)") from None
 
     def _get(
-        self, path: str, tenant: Tenant | None, *, internal: bool = False, **params: str | list[str]
+        self,
+        path: str,
+        tenant: Tenant | None,
+        params: dict[str, str | list[str]] | None = None,
+        *,
+        internal: bool = False,
     ) -> dict[str, Any]:
         response = self._request("GET", path, tenant, internal=internal, params=params or None)
         if response.status_code == 404 and "source not found" in response.text.lower():
@@ -181,21 +188,21 @@ class SourcesClient:
 
     def cost_management_type_id(self) -> int:
         """The cost-management application type id (looked up, never assumed)."""
-        data = self._data(self._get("application_types", None, **{"filter[name]": COST_MANAGEMENT_APP_TYPE}))
+        data = self._data(self._get("application_types", None, {"filter[name]": COST_MANAGEMENT_APP_TYPE}))
         type_id = _opt_int(data[0].get("id")) if len(data) == 1 else None
         if type_id is None:
             raise SourcesApiError("cost management application type id not found")
         return type_id
 
     def is_cost_management_source(self, app_type_id: int, source_id: int, tenant: Tenant) -> bool:
-        payload = self._get(f"application_types/{app_type_id}/sources", tenant, **{"filter[id]": str(source_id)})
+        payload = self._get(f"application_types/{app_type_id}/sources", tenant, {"filter[id]": str(source_id)})
         return bool(self._data(payload))
 
     def source_details(self, source_id: int, tenant: Tenant) -> SourceDetails:
         return _details(self._get(f"sources/{source_id}", tenant))
 
     def source_type_name(self, type_id: int) -> str:
-        data = self._data(self._get("source_types", None, **{"filter[id]": str(type_id)}))
+        data = self._data(self._get("source_types", None, {"filter[id]": str(type_id)}))
         name = data[0].get("name") if data else None
         if not isinstance(name, str):
             raise SourcesApiError("source type name not found")
@@ -205,7 +212,7 @@ class SourcesClient:
         payload = self._get(
             "applications",
             tenant,
-            **{"filter[source_id]": str(source_id), "filter[application_type_id]": str(app_type_id)},
+            {"filter[source_id]": str(source_id), "filter[application_type_id]": str(app_type_id)},
         )
         data = self._data(payload)
         if not data:
@@ -218,7 +225,7 @@ class SourcesClient:
 
     def authentication(self, source_id: int, authtype: str, tenant: Tenant) -> AuthenticationRecord | None:
         payload = self._get(
-            "authentications", tenant, **{"filter[source_id]": str(source_id), "filter[authtype]": authtype}
+            "authentications", tenant, {"filter[source_id]": str(source_id), "filter[authtype]": authtype}
         )
         data = self._data(payload)
         return _authentication(data[0]) if data else None
@@ -228,29 +235,31 @@ class SourcesClient:
         if not auth_id:
             raise SourceDataError("authentication has no id")
         payload = self._get(
-            f"authentications/{auth_id}", tenant, internal=True, **{"expose_encrypted_attribute[]": "password"}
+            f"authentications/{auth_id}", tenant, {"expose_encrypted_attribute[]": "password"}, internal=True
         )
         password = payload.get("password")
         return password if isinstance(password, str) and password else None
 
     # -- bulk reads (one call for many sources of one tenant; ids repeat as ``filter[x][]``) --------
 
-    def _list_all(self, path: str, tenant: Tenant, **params: str | list[str]) -> list[dict[str, Any]]:
+    def _list_all(self, path: str, tenant: Tenant, params: dict[str, str | list[str]]) -> list[dict[str, Any]]:
         """Every row of a filtered collection, following ``meta.count`` over pages."""
         rows: list[dict[str, Any]] = []
         limit, offset = 1000, 0
         while True:
-            payload = self._get(path, tenant, limit=str(limit), offset=str(offset), **params)
+            payload = self._get(path, tenant, {"limit": str(limit), "offset": str(offset), **params})
             page = self._data(payload)
             rows += page
-            meta = payload.get("meta") if isinstance(payload.get("meta"), dict) else {}
-            count = meta.get("count") if isinstance(meta.get("count"), int) else len(rows)
+            meta = payload.get("meta")
+            count = meta.get("count") if isinstance(meta, dict) else None
+            if not isinstance(count, int):
+                count = len(rows)
             offset += limit
             if not page or offset >= count:
                 return rows
 
     def sources_by_id(self, source_ids: list[int], tenant: Tenant) -> dict[int, SourceDetails]:
-        rows = self._list_all("sources", tenant, **{"filter[id][]": [str(i) for i in source_ids]})
+        rows = self._list_all("sources", tenant, {"filter[id][]": [str(i) for i in source_ids]})
         found = {}
         for row in rows:
             source_id = _opt_int(row.get("id"))
@@ -262,7 +271,7 @@ class SourcesClient:
         rows = self._list_all(
             "applications",
             tenant,
-            **{"filter[source_id][]": [str(i) for i in source_ids], "filter[application_type_id]": str(app_type_id)},
+            {"filter[source_id][]": [str(i) for i in source_ids], "filter[application_type_id]": str(app_type_id)},
         )
         found: dict[int, Application] = {}
         for row in sorted(rows, key=lambda r: _opt_int(r.get("id")) or 0):
@@ -279,7 +288,7 @@ class SourcesClient:
         rows = self._list_all(
             "authentications",
             tenant,
-            **{
+            {
                 "filter[resource_type]": "Application",
                 "filter[resource_id][]": [str(i) for i in application_ids],
                 "filter[authtype][]": authtypes,

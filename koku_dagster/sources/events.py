@@ -1,4 +1,4 @@
-"""Parse Platform Sources Kafka messages into typed events (CONTRACT section 2)."""
+"""Parse Platform Sources Kafka messages into typed events (see docs/sources.md, step 3)."""
 
 from __future__ import annotations
 

@@ -7,32 +7,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-#: Platform Sources source type name -> provider type (Koku's map).
-SOURCE_TYPE_MAP: dict[str, str] = {
-    "openshift": "OCP",
-    "amazon": "AWS",
-    "amazon-local": "AWS-local",
-    "azure": "Azure",
-    "azure-local": "Azure-local",
-    "google": "GCP",
-    "google-local": "GCP-local",
-}
-
-PROVIDER_TYPES = tuple(SOURCE_TYPE_MAP.values())
-
-#: Authentication types that concern cost management, by provider family.
-COST_AUTHTYPES: dict[str, str] = {
-    "AWS": "arn",
-    "Azure": "tenant_id_client_id_client_secret",
-    "GCP": "project_id_service_account_json",
-    "OCP": "token",
-}
-
-
-def base_type(provider_type: str) -> str:
-    """``AWS-local`` -> ``AWS``: the family a type belongs to."""
-    return provider_type.removesuffix("-local")
-
 
 @dataclass(frozen=True)
 class Tenant:

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from koku_dagster.providers import COST_AUTHTYPES
 from koku_dagster.sources.client import SourcesClient
 from koku_dagster.sources.errors import SourcesError
-from koku_dagster.sources.model import COST_AUTHTYPES, Application, AuthenticationRecord, SourceDetails, Tenant
+from koku_dagster.sources.model import Application, AuthenticationRecord, SourceDetails, Tenant
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -8,8 +8,10 @@ They never write anything, so a batch can compute its effects first and commit t
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from koku_dagster.providers import COST_AUTHTYPES, SOURCE_TYPE_MAP
 from koku_dagster.sources import status as status_mod
 from koku_dagster.sources.errors import SourceDataError, SourceNotFound
 from koku_dagster.sources.events import (
@@ -17,13 +19,16 @@ from koku_dagster.sources.events import (
     AUTHENTICATION_EVENTS,
     SourceEvent,
 )
-from koku_dagster.sources.model import COST_AUTHTYPES, SOURCE_TYPE_MAP, SourceDetails, SourceRecord
+from koku_dagster.sources.model import SourceDetails, SourceRecord
 from koku_dagster.sources.platform import PlatformView
+from koku_dagster.sources.provider_operations import provider_settings
 from koku_dagster.sources.source_settings import build_credentials, build_data_source
 
 log = logging.getLogger(__name__)
 
 VALID_AUTHTYPES = frozenset(COST_AUTHTYPES.values())
+
+_Handler = Callable[[SourceRecord, SourceEvent, PlatformView], str]
 
 
 @dataclass
@@ -52,19 +57,30 @@ def is_relevant(event: SourceEvent, record: SourceRecord | None, platform: Platf
     return is_known(record)  # Source.update: only for known sources
 
 
+def _reset_operation(record: SourceRecord) -> None:
+    record.op_attempts = 0
+    record.op_failed = False
+    record.op_last_error = None
+    record.op_next_attempt_at = None
+
+
+def flag_provider_update(record: SourceRecord) -> None:
+    """Queue the update of the source's provider, if it has one (not while a delete or update waits)."""
+    if record.koku_uuid and not (record.pending_delete or record.pending_update):
+        record.pending_update = True
+        _reset_operation(record)
+
+
 def _enqueue_create_or_update(record: SourceRecord) -> None:
     """Something changed: re-screen for create, or mark the provider for update."""
     if record.pending_delete or record.pending_update:
         return
     if record.koku_uuid:
-        record.pending_update = True
-    else:
-        record.status = None
-        record.status_push_pending = False
-    record.op_attempts = 0
-    record.op_failed = False
-    record.op_last_error = None
-    record.op_next_attempt_at = None
+        flag_provider_update(record)
+        return
+    record.status = None
+    record.status_push_pending = False
+    _reset_operation(record)
 
 
 def _set_unavailable(record: SourceRecord, error: SourceDataError) -> None:
@@ -172,13 +188,12 @@ def apply_event(
     return outcome
 
 
-def _apply(
-    record: SourceRecord | None, event: SourceEvent, platform: PlatformView, *, replay: bool = False
-) -> Outcome:
+def _apply(record: SourceRecord | None, event: SourceEvent, platform: PlatformView, *, replay: bool = False) -> Outcome:
     """The record after ``event``. Raises SourceNotFound / SourcesApiError for the caller to handle.
 
     ``replay`` says the event's effects were committed before (offset at or below the
-    consumer's high-water mark): a replayed destroy then leaves no tombstone.
+    consumer's high-water mark): a replayed destroy then leaves no tombstone. Whatever the event
+    type, a change to what the provider is built from queues the provider's update.
     """
     record = record.copy() if record is not None else None
     if not is_relevant(event, record, platform):
@@ -186,7 +201,8 @@ def _apply(
     kind = event.event_type
     if kind == "Application.destroy":
         return _destroy(record, event, platform, replay)
-    if kind in ("Application.create", "Authentication.create"):
+    note = "source known"
+    if kind in _CREATE_EVENTS:
         existed = record is not None
         if not existed and platform.application(event.source_id, event.tenant) is None:
             # The cost application is already gone (a late or replayed create): nothing to record.
@@ -196,49 +212,74 @@ def _apply(
             return Outcome(None, "late create after destroy: tombstone removed")
         if not existed:
             note = "source recorded"
-        else:
-            note = "source known"
-    else:
-        note = "source known"
     if not is_known(record):
         return Outcome(record, "unknown source: ignored")
     assert record is not None
+    built_from = provider_settings(record)
+    done = _HANDLERS[kind](record, event, platform)
+    if provider_settings(record) != built_from:
+        flag_provider_update(record)
+    return Outcome(record, f"{note}; {done}" if kind in _CREATE_EVENTS else done)
+
+
+def _on_application_create(record: SourceRecord, event: SourceEvent, platform: PlatformView) -> str:
+    _, details = _save_details(record, event, platform)
+    _save_billing(record, event, platform)
+    if record.source_type == "OCP":
+        _save_credentials(record, event, platform, details)
+    return "details and billing saved"
+
+
+def _on_application_update(record: SourceRecord, event: SourceEvent, platform: PlatformView) -> str:
     azure = record.source_type.startswith("Azure")
-    if kind == "Application.create":
-        _, details = _save_details(record, event, platform)
-        _save_billing(record, event, platform)
-        if record.source_type == "OCP":
-            _save_credentials(record, event, platform, details)
-        return Outcome(record, note + "; details and billing saved")
-    if kind == "Application.update":
-        changed = (_save_credentials(record, event, platform) if azure else False) | _save_billing(
-            record, event, platform
-        )
-        if changed:
-            _enqueue_create_or_update(record)
-        return Outcome(record, "billing changed" if changed else "no changes detected")
-    if kind in ("Application.pause", "Application.unpause"):
-        paused = kind == "Application.pause"
-        if record.paused != paused:
-            record.paused = paused
-            if record.koku_uuid and not record.pending_delete:
-                record.pending_update = True
-            return Outcome(record, "paused" if paused else "unpaused")
-        return Outcome(record, "pause state unchanged")
-    if kind == "Authentication.create":
-        _save_credentials(record, event, platform)
-        return Outcome(record, note + "; credentials saved")
-    if kind == "Authentication.update":
-        changed = _save_credentials(record, event, platform)
-        if azure:
-            changed = _save_billing(record, event, platform) or changed
-        if changed:
-            _enqueue_create_or_update(record)
-        return Outcome(record, "credentials changed" if changed else "no changes detected")
-    # Source.update
+    changed = (_save_credentials(record, event, platform) if azure else False) | _save_billing(record, event, platform)
+    if changed:
+        _enqueue_create_or_update(record)
+    return "billing changed" if changed else "no changes detected"
+
+
+def _on_pause(paused: bool) -> _Handler:
+    def handle(record: SourceRecord, event: SourceEvent, platform: PlatformView) -> str:
+        if record.paused == paused:
+            return "pause state unchanged"
+        record.paused = paused  # the provider follows (see _apply)
+        return "paused" if paused else "unpaused"
+
+    return handle
+
+
+def _on_authentication_create(record: SourceRecord, event: SourceEvent, platform: PlatformView) -> str:
+    _save_credentials(record, event, platform)
+    return "credentials saved"
+
+
+def _on_authentication_update(record: SourceRecord, event: SourceEvent, platform: PlatformView) -> str:
+    azure = record.source_type.startswith("Azure")
+    changed = _save_credentials(record, event, platform)
+    if azure:
+        changed = _save_billing(record, event, platform) or changed
+    if changed:
+        _enqueue_create_or_update(record)
+    return "credentials changed" if changed else "no changes detected"
+
+
+def _on_source_update(record: SourceRecord, event: SourceEvent, platform: PlatformView) -> str:
     changed, details = _save_details(record, event, platform)
     if record.source_type == "OCP":
         changed = _save_credentials(record, event, platform, details) or changed
     if changed:
         _enqueue_create_or_update(record)
-    return Outcome(record, "details changed" if changed else "no changes detected")
+    return "details changed" if changed else "no changes detected"
+
+
+_CREATE_EVENTS = frozenset({"Application.create", "Authentication.create"})
+#: What each event type (but ``Application.destroy``) does to a known source; returns a note for the log.
+_HANDLERS: dict[str, _Handler] = {
+    "Application.create": _on_application_create,
+    "Application.update": _on_application_update,
+    "Application.pause": _on_pause(True),
+    "Application.unpause": _on_pause(False),
+    "Authentication.create": _on_authentication_create,
+    "Authentication.update": _on_authentication_update,
+    "Source.update": _on_source_update,
+}

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 #: Statuses one worker task sends in a row (fewer tasks to hand out than statuses).
 _TASK_SIZE = 16
 
+
 @dataclass(frozen=True)
 class PushSummary:
     sent: int
@@ -36,22 +37,22 @@ class _Pending:
     application_id: int | None
 
 
-def _push_one(client: SourcesClient, cost_type_id: int, record: _Pending) -> bool | None:
+def _push_one(client: SourcesClient, cost_type_id: int, pending: _Pending) -> bool | None:
     """True sent, False nothing to send to (application gone), None failed (retried later)."""
-    tenant = record.tenant
-    if tenant is None or record.status is None:
+    tenant = pending.tenant
+    if tenant is None or pending.status is None:
         return False
     try:
-        if record.application_id is not None and client.patch_availability(
-            record.application_id, dict(record.status), tenant
+        if pending.application_id is not None and client.patch_availability(
+            pending.application_id, dict(pending.status), tenant
         ):
             return True
-        application = client.application(record.source_id, cost_type_id, tenant)  # unknown or moved
+        application = client.application(pending.source_id, cost_type_id, tenant)  # unknown or moved
         if application is None:
             return False
-        return client.patch_availability(application.id, dict(record.status), tenant)
+        return client.patch_availability(application.id, dict(pending.status), tenant)
     except SourcesError as exc:
-        log.warning("status for source %s not sent yet: %s", record.source_id, exc)
+        log.warning("status for source %s not sent yet: %s", pending.source_id, exc)
         return None
 
 
@@ -84,14 +85,14 @@ def push_pending_statuses(
     engine: sa.Engine, client: SourcesClient, cost_type_id: int, *, limit: int, workers: int
 ) -> PushSummary:
     with engine.connect() as conn:
-        records = _pending(conn, limit)
-    if not records:
+        waiting = _pending(conn, limit)
+    if not waiting:
         return PushSummary(0, 0, 0)
-    tasks = [records[i : i + _TASK_SIZE] for i in range(0, len(records), _TASK_SIZE)]
+    tasks = [waiting[i : i + _TASK_SIZE] for i in range(0, len(waiting), _TASK_SIZE)]
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(tasks)))) as pool:
         done_tasks = pool.map(lambda task: [_push_one(client, cost_type_id, r) for r in task], tasks)
         results = [ok for task_results in done_tasks for ok in task_results]
-    done = {r.source_id: r.status for r, ok in zip(records, results, strict=True) if ok is not None}
+    done = {w.source_id: w.status for w, ok in zip(waiting, results, strict=True) if ok is not None}
     with engine.begin() as conn:
         # Clear the flag only if the status was not changed again meanwhile.
         ids = sorted(done)

@@ -20,13 +20,13 @@ from confluent_kafka import KafkaException
 
 from koku_dagster.infra.db.schema import provider, rejected_message, sources
 from koku_dagster.infra.db.types import utcnow
+from koku_dagster.infra.kafka import BatchConsumer
 from koku_dagster.sources.batch import BatchResult, blocked_partitions, process_batch
 from koku_dagster.sources.client import SourcesClient
 from koku_dagster.sources.errors import SourcesApiError
 from koku_dagster.sources.platform import PlatformView
-from koku_dagster.sources.providers import DataPurger, OperationResult, ProviderOperations
+from koku_dagster.sources.provider_operations import DataPurger, OperationResult, ProviderOperations
 from koku_dagster.sources.status_push import PushSummary, push_pending_statuses
-from koku_dagster.infra.kafka import BatchConsumer
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,11 @@ class SyncReport:
 
     @property
     def created(self) -> list[str]:
-        return [r.provider_uuid for r in self.operations if r.operation == "create" and r.outcome == "done" and r.provider_uuid]
+        return [
+            r.provider_uuid
+            for r in self.operations
+            if r.operation == "create" and r.outcome == "done" and r.provider_uuid
+        ]
 
     @property
     def reingest(self) -> list[str]:
@@ -68,7 +72,11 @@ class SyncReport:
 
     @property
     def deleted(self) -> list[str]:
-        return [r.provider_uuid for r in self.operations if r.operation == "destroy" and r.outcome == "done" and r.provider_uuid]
+        return [
+            r.provider_uuid
+            for r in self.operations
+            if r.operation == "destroy" and r.outcome == "done" and r.provider_uuid
+        ]
 
 
 class SourcesSync:
@@ -138,9 +146,7 @@ class SourcesSync:
 
     def _consume(self, cost_type_id: int, now: datetime, report: SyncReport) -> BatchResult:
         blocked = [p for (t, p) in blocked_partitions(self.engine, now) if t == self.topic]
-        platform = PlatformView(
-            self.client, cost_type_id, _TYPE_NAME_CACHE.setdefault(self.client.api_base, {})
-        )
+        platform = PlatformView(self.client, cost_type_id, _TYPE_NAME_CACHE.setdefault(self.client.api_base, {}))
         with BatchConsumer(self.bootstrap, self.topic, self.group_id) as consumer:
             messages, starts = consumer.read(
                 max_messages=self.limits.max_messages,

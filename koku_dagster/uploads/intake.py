@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from koku_dagster.infra.kafka import RawMessage
-from koku_dagster.infra.kafka import BatchConsumer
+from koku_dagster.infra.kafka import BatchConsumer, RawMessage
 from koku_dagster.uploads.announcements import Announcement, BadAnnouncement, parse_announcement, service_of
-from koku_dagster.uploads.records import Rejection, record_intake
+from koku_dagster.uploads.upload_records import Rejection, record_intake
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ def sort_messages(messages: list[RawMessage]) -> tuple[list[Announcement], list[
     for msg in messages:
         try:
             announcement = parse_announcement(msg.position, msg.headers, msg.value)
-        except Exception as exc:  # noqa: BLE001 - one unreadable message must never hold back the topic
+        except Exception as exc:
             reason = str(exc) if isinstance(exc, BadAnnouncement) else f"unreadable message ({type(exc).__name__})"
             pos = msg.position
             log.warning("rejected upload announcement %s[%s]@%s: %s", pos.topic, pos.partition, pos.offset, reason)
@@ -69,7 +68,12 @@ def sort_messages(messages: list[RawMessage]) -> tuple[list[Announcement], list[
 
 
 def take_announcements(
-    engine: sa.Engine, bootstrap: str, topic: str, *, group_id: str = UPLOAD_GROUP, limits: IntakeLimits = IntakeLimits()
+    engine: sa.Engine,
+    bootstrap: str,
+    topic: str,
+    *,
+    group_id: str = UPLOAD_GROUP,
+    limits: IntakeLimits = IntakeLimits(),
 ) -> IntakeReport:
     """One bounded read of the upload topic, recorded and committed. Kafka errors propagate."""
     report = IntakeReport()

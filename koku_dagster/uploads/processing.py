@@ -1,7 +1,7 @@
 """Process one announced OpenShift payload: download, match the cluster, convert, archive, record.
 
-Steps of :func:`process_upload`, each reusing :mod:`koku_dagster.ingest.ocp_payload` and
-:mod:`koku_dagster.ingest.ocp`:
+Steps of :func:`process_upload`, each reusing :mod:`koku_dagster.providers.ocp_payload` and
+:mod:`koku_dagster.providers.ocp`:
 
 1. download the tarball (``file://`` only under the local bucket roots; size and time limits of
    :class:`UploadLimits`) and read ``manifest.json`` before anything is extracted;
@@ -15,7 +15,7 @@ Steps of :func:`process_upload`, each reusing :mod:`koku_dagster.ingest.ocp_payl
    every file done;
 5. record ``success`` with the changed months.
 
-An :class:`~koku_dagster.ingest.errors.IngestError` (bad download, unsafe or damaged tarball, bad
+An :class:`~koku_dagster.reports.errors.IngestError` (bad download, unsafe or damaged tarball, bad
 manifest, missing or malformed CSV, unknown cluster) records ``failure`` with its reason and leaves
 the object store and manifests untouched (a CSV that turns out malformed after other report types
 of the same payload were converted is the exception: those types stay). Other errors (database,
@@ -37,12 +37,13 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
-from koku_dagster.ingest import manifests
 from koku_dagster.infra.db.schema import customer, provider, provider_authentication
 from koku_dagster.infra.db.types import utcnow
-from koku_dagster.ingest import ocp
-from koku_dagster.ingest.errors import IngestError
-from koku_dagster.ingest.ocp_payload import (
+from koku_dagster.infra.object_store import ObjectStore
+from koku_dagster.ingest import manifests
+from koku_dagster.ingest.provider import discard_if_deleted
+from koku_dagster.providers import ocp
+from koku_dagster.providers.ocp_payload import (
     MAX_DOWNLOAD_SECONDS,
     MAX_UNPACKED_BYTES,
     PayloadManifest,
@@ -50,12 +51,11 @@ from koku_dagster.ingest.ocp_payload import (
     fetch_payload,
     read_manifest,
 )
-from koku_dagster.ingest.paths import csv_dir, ocp_line_items_dir
-from koku_dagster.infra.object_store import ObjectStore
-from koku_dagster.orchestration.provider_context import discard_if_deleted
-from koku_dagster.uploads import records
+from koku_dagster.reports.errors import IngestError
+from koku_dagster.reports.paths import csv_dir, ocp_line_items_dir
+from koku_dagster.uploads import upload_records
 from koku_dagster.uploads.announcements import shown_url
-from koku_dagster.uploads.records import FAILURE, SUCCESS, Upload
+from koku_dagster.uploads.upload_records import FAILURE, SUCCESS, Upload
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,10 @@ def find_cluster_provider(engine: sa.Engine, org_id: str, cluster_id: str) -> Cl
     """The org's OCP provider whose credentials hold ``cluster_id``; :class:`ClusterNotFoundError` otherwise."""
     query = (
         sa.select(
-            provider.c.uuid, provider.c.active, provider.c.paused, customer.c.schema_name,
+            provider.c.uuid,
+            provider.c.active,
+            provider.c.paused,
+            customer.c.schema_name,
             provider_authentication.c.credentials,
         )
         .select_from(provider)
@@ -174,11 +177,13 @@ def _reason(exc: Exception, url: str) -> str:
     return text
 
 
-def _archive(files: dict[str, Path], manifest: PayloadManifest, target: ClusterProvider, store: ObjectStore) -> list[Path]:
+def _archive(
+    files: dict[str, Path], manifest: PayloadManifest, target: ClusterProvider, object_store: ObjectStore
+) -> list[Path]:
     """Copy the payload's CSVs into a per-payload folder of each month it covers."""
     folders = []
     for month in manifest.months:
-        folder = csv_dir(store.local_root, target.schema, ocp.PROVIDER_TYPE, target.uuid, month) / manifest.uuid
+        folder = csv_dir(object_store.local_root, target.schema, ocp.OCP.family, target.uuid, month) / manifest.uuid
         folder.mkdir(parents=True, exist_ok=True)
         for name, path in files.items():
             staging = folder / f".{name}.part"
@@ -189,8 +194,13 @@ def _archive(files: dict[str, Path], manifest: PayloadManifest, target: ClusterP
 
 
 def _record_manifests(
-    engine: sa.Engine, target: ClusterProvider, manifest: PayloadManifest, months: tuple[date, ...],
-    started: datetime, downloaded: datetime, processed: datetime,
+    engine: sa.Engine,
+    target: ClusterProvider,
+    manifest: PayloadManifest,
+    months: tuple[date, ...],
+    started: datetime,
+    downloaded: datetime,
+    processed: datetime,
 ) -> None:
     billing = manifest.months[0]
     for month in months:
@@ -205,16 +215,16 @@ def process_upload(
     engine: sa.Engine,
     request_id: str,
     *,
-    store: ObjectStore,
+    object_store: ObjectStore,
     allowed_roots: tuple[Path, ...],
     work_dir: Path,
     limits: UploadLimits = UploadLimits(),
 ) -> UploadOutcome:
     """Process the recorded upload ``request_id`` (see the module docstring); return its outcome."""
-    upload = records.load_upload(engine, request_id)
+    upload = upload_records.load_upload(engine, request_id)
     if upload is None:
         raise UnknownUploadError(f"no upload announced with request id {request_id[:255]!r}")
-    records.start_attempt(engine, request_id)
+    upload_records.start_attempt(engine, request_id)
     started = utcnow()
     manifest: PayloadManifest | None = None
     target: ClusterProvider | None = None
@@ -222,50 +232,76 @@ def process_upload(
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="ocp-payload-") as tmp:
         try:
             tar = fetch_payload(
-                upload.url, Path(tmp) / "payload.tar.gz", max_bytes=limits.max_payload_bytes,
-                timeout=limits.timeout_seconds, allowed_file_roots=allowed_roots, max_seconds=limits.max_download_seconds,
+                upload.url,
+                Path(tmp) / "payload.tar.gz",
+                max_bytes=limits.max_payload_bytes,
+                timeout=limits.timeout_seconds,
+                allowed_file_roots=allowed_roots,
+                max_seconds=limits.max_download_seconds,
             )
             manifest = read_manifest(tar, max_total_bytes=limits.max_unpacked_bytes)
             target = find_cluster_provider(engine, upload.org_id, manifest.cluster_id)
             downloaded = utcnow()
             files = extract_payload(tar, Path(tmp) / "files", manifest, max_total_bytes=limits.max_unpacked_bytes)
             result = ocp.convert_payload(
-                files, manifest, schema=target.schema, provider_uuid=target.uuid, out_root=store.local_root,
-                prepare_partition=store.fetch,  # an s3:// store's mirror needs the month's kept day files
+                files,
+                manifest,
+                schema=target.schema,
+                provider_uuid=target.uuid,
+                out_root=object_store.local_root,
+                prepare_partition=object_store.fetch,  # an s3:// store's mirror needs the month's kept day files
             )
         except IngestError as exc:
             reason = _reason(exc, upload.url)
             log.warning("OpenShift payload %s failed: %s", request_id, reason)
-            after = records.record_outcome(
-                engine, request_id, state=FAILURE, reason=reason,
+            after = upload_records.record_outcome(
+                engine,
+                request_id,
+                state=FAILURE,
+                reason=reason,
                 manifest_uuid=manifest.uuid[:64] if manifest else None,
                 cluster_id=manifest.cluster_id if manifest else None,
                 provider_uuid=target.uuid if target else None,
             )
-            return UploadOutcome(after, manifest, schema=target.schema if target else None,
-                                 seconds=(utcnow() - started).total_seconds())
+            return UploadOutcome(
+                after, manifest, schema=target.schema if target else None, seconds=(utcnow() - started).total_seconds()
+            )
         processed = utcnow()
-        folders = _archive(files, manifest, target, store)
+        folders = _archive(files, manifest, target, object_store)
     for folder in folders:
-        store.publish(folder)
+        object_store.publish(folder)
     changed = {(d.report_type, d.day.replace(day=1)) for d in result.days if d.outcome != "skipped"}
     for report_type, month in sorted(changed):
-        store.publish(ocp_line_items_dir(store.local_root, target.schema, report_type, target.uuid, month))
+        object_store.publish(
+            ocp_line_items_dir(object_store.local_root, target.schema, report_type, target.uuid, month)
+        )
     _record_manifests(engine, target, manifest, result.months_changed, started, downloaded, processed)
-    if discard_if_deleted(engine, store, target.uuid):
+    if discard_if_deleted(engine, object_store, target.uuid):
         reason = f"the OpenShift provider {target.uuid} was deleted or deactivated while the payload was processed"
-        after = records.record_outcome(engine, request_id, state=FAILURE, reason=reason, cluster_id=manifest.cluster_id)
+        after = upload_records.record_outcome(
+            engine, request_id, state=FAILURE, reason=reason, cluster_id=manifest.cluster_id
+        )
         return UploadOutcome(after, manifest, schema=target.schema, seconds=(utcnow() - started).total_seconds())
     if result.months_changed:
         manifests.mark_setup_complete(engine, target.uuid)
-    after = records.record_outcome(
-        engine, request_id, state=SUCCESS, reason=None, manifest_uuid=manifest.uuid, cluster_id=manifest.cluster_id,
-        provider_uuid=target.uuid, months=result.months_changed,
+    after = upload_records.record_outcome(
+        engine,
+        request_id,
+        state=SUCCESS,
+        reason=None,
+        manifest_uuid=manifest.uuid,
+        cluster_id=manifest.cluster_id,
+        provider_uuid=target.uuid,
+        months=result.months_changed,
     )
     log.info(
         "OpenShift payload %s (manifest %s, cluster %s) loaded for provider %s: months %s",
-        request_id, manifest.uuid, manifest.cluster_id, target.uuid,
+        request_id,
+        manifest.uuid,
+        manifest.cluster_id,
+        target.uuid,
         ", ".join(f"{m:%Y-%m}" for m in result.months_changed) or "none changed",
     )
-    return UploadOutcome(after, manifest, result, target.schema, len(files) * len(folders),
-                         (utcnow() - started).total_seconds())
+    return UploadOutcome(
+        after, manifest, result, target.schema, len(files) * len(folders), (utcnow() - started).total_seconds()
+    )

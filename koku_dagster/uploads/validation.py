@@ -13,8 +13,8 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from koku_dagster.uploads import records
-from koku_dagster.uploads.records import FAILURE, SUCCESS, Upload
+from koku_dagster.uploads import upload_records
+from koku_dagster.uploads.upload_records import FAILURE, SUCCESS, Upload
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,9 @@ def validation_message(request_id: str, outcome: str) -> bytes:
     return json.dumps({"request_id": request_id, "validation": outcome}).encode()
 
 
-def produce_validations(bootstrap: str, topic: str, results: Iterable[tuple[str, str]], timeout: float = 10.0) -> set[str]:
+def produce_validations(
+    bootstrap: str, topic: str, results: Iterable[tuple[str, str]], timeout: float = 10.0
+) -> set[str]:
     """Produce (request_id, outcome) results; return the request ids the broker acknowledged."""
     delivered: set[str] = set()
     pending = list(results)
@@ -52,9 +54,11 @@ def produce_validations(bootstrap: str, topic: str, results: Iterable[tuple[str,
     return delivered
 
 
-def send_validations(engine: sa.Engine, bootstrap: str, topic: str, due: Iterable[Upload], timeout: float = 10.0) -> set[str]:
+def send_validations(
+    engine: sa.Engine, bootstrap: str, topic: str, due: Iterable[Upload], timeout: float = 10.0
+) -> set[str]:
     """Send the results of finished uploads and remember which were delivered."""
     results = [(u.request_id, u.state) for u in due if u.state in (SUCCESS, FAILURE)]
     delivered = produce_validations(bootstrap, topic, results, timeout)
-    records.mark(engine, delivered, "validation_sent")
+    upload_records.mark(engine, delivered, "validation_sent")
     return delivered

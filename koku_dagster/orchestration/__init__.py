@@ -1,1 +1,0 @@
-"""What to ingest and when (Koku's orchestrator rules), free of Dagster."""
