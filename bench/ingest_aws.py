@@ -66,11 +66,32 @@ def dataset(rows_target: int) -> Path:
     with tempfile.TemporaryDirectory(dir=home) as scratch:  # nise writes temporary CSVs into its cwd
         print(f"generating {generators * ROWS_PER_GENERATOR:,} CUR rows with nise (cached in {home}) ...", flush=True)
         static = home / "static.yml"
-        subprocess.run([nise, "yaml", "aws", str(config), "-o", str(static), "-s", "2026-11-01", "-e", "2026-12-01"],
-                       cwd=scratch, check=True, capture_output=True)
-        subprocess.run([nise, "report", "aws", "-s", "2026-11-01", "-e", "2026-12-01", "--static-report-file",
-                        str(static), "--aws-s3-bucket-name", str(bucket), "--aws-s3-report-name", "cur"],
-                       cwd=scratch, check=True, capture_output=True)
+        subprocess.run(
+            [nise, "yaml", "aws", str(config), "-o", str(static), "-s", "2026-11-01", "-e", "2026-12-01"],
+            cwd=scratch,
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                nise,
+                "report",
+                "aws",
+                "-s",
+                "2026-11-01",
+                "-e",
+                "2026-12-01",
+                "--static-report-file",
+                str(static),
+                "--aws-s3-bucket-name",
+                str(bucket),
+                "--aws-s3-report-name",
+                "cur",
+            ],
+            cwd=scratch,
+            check=True,
+            capture_output=True,
+        )
     (home / "complete").touch()
     return bucket
 
@@ -129,19 +150,28 @@ def _duckdb_select(header: list[str]) -> str:
     column = {m.name: m.header.replace('"', '""') for m in reversed(mappings) if m.role is Role.COLUMN}
 
     def json_of(role: Role) -> str:
-        items = [f"{{'k': '{m.name}', 'v': \"{m.header}\"}}" for m in sorted(mappings, key=lambda m: m.name)
-                 if m.role is role]
+        items = [
+            f"{{'k': '{m.name}', 'v': \"{m.header}\"}}"
+            for m in sorted(mappings, key=lambda m: m.name)
+            if m.role is role
+        ]
         if not items:
             return "'{}'"
         return f"to_json(map_from_entries(list_filter([{', '.join(items)}], lambda x: x.v <> '')))"
 
     select = [f"""coalesce("{column[c]}", '') AS {c}""" if c in column else f"'' AS {c}" for c in STRING_COLUMNS]
-    select += [f"""TRY_CAST(nullif("{column[c]}", '') AS TIMESTAMPTZ) AS {c}""" if c in column
-               else f"NULL::TIMESTAMPTZ AS {c}" for c in TIMESTAMP_COLUMNS]
-    select += [f"""TRY_CAST(nullif("{column[c]}", '') AS DOUBLE) AS {c}""" if c in column else f"0.0 AS {c}"
-               for c in AMOUNT_COLUMNS]
-    select += [f"CAST({json_of(Role.USER_TAG)} AS VARCHAR) AS {RESOURCE_TAGS}",
-               f"CAST({json_of(Role.COST_CATEGORY)} AS VARCHAR) AS {COST_CATEGORY}"]
+    select += [
+        f"""TRY_CAST(nullif("{column[c]}", '') AS TIMESTAMPTZ) AS {c}""" if c in column else f"NULL::TIMESTAMPTZ AS {c}"
+        for c in TIMESTAMP_COLUMNS
+    ]
+    select += [
+        f"""TRY_CAST(nullif("{column[c]}", '') AS DOUBLE) AS {c}""" if c in column else f"0.0 AS {c}"
+        for c in AMOUNT_COLUMNS
+    ]
+    select += [
+        f"CAST({json_of(Role.USER_TAG)} AS VARCHAR) AS {RESOURCE_TAGS}",
+        f"CAST({json_of(Role.COST_CATEGORY)} AS VARCHAR) AS {COST_CATEGORY}",
+    ]
     return ",\n".join(select)
 
 
@@ -163,13 +193,17 @@ def _duckdb(bucket: Path, out: Path) -> tuple[int, Path]:
             {"files": [str(f) for f in files], **MONTH_RANGE},
             out / "line_items.parquet",
         )
-        duck.copy_to_parquet(con, load_sql(AWS.DAILY_SQL), {"line_item_files": [str(items.path)], **MONTH_RANGE},
-                             out / "daily.parquet")
+        duck.copy_to_parquet(
+            con, load_sql(AWS.DAILY_SQL), {"line_item_files": [str(items.path)], **MONTH_RANGE}, out / "daily.parquet"
+        )
         summary = out / "summary"
         summary.mkdir()
-        duck.copy_to_parquet(con, load_sql(SUMMARY_TABLE),
-                             {"daily_files": [str(out / "daily.parquet")], "source_uuid": PROVIDER_UUID, **MONTH_RANGE},
-                             summary / "part-0.parquet")
+        duck.copy_to_parquet(
+            con,
+            load_sql(SUMMARY_TABLE),
+            {"daily_files": [str(out / "daily.parquet")], "source_uuid": PROVIDER_UUID, **MONTH_RANGE},
+            summary / "part-0.parquet",
+        )
     return items.rows, summary
 
 
@@ -177,8 +211,6 @@ def _pandas(bucket: Path, out: Path) -> tuple[int, Path]:
     import pandas as pd
 
     from koku_dagster.providers.aws import SUMMARY_TABLE
-    from koku_dagster.providers.base import load_sql
-    from koku_dagster.reports import duck
     from koku_dagster.providers.aws_cur import (
         AMOUNT_COLUMNS,
         COST_CATEGORY,
@@ -188,6 +220,8 @@ def _pandas(bucket: Path, out: Path) -> tuple[int, Path]:
         Role,
         map_header,
     )
+    from koku_dagster.providers.base import load_sql
+    from koku_dagster.reports import duck
     from koku_dagster.reports.csv_parquet import read_header
 
     def safe_float(text: str) -> float:
@@ -199,16 +233,46 @@ def _pandas(bucket: Path, out: Path) -> tuple[int, Path]:
     def timestamp(text: str) -> pd.Timestamp:
         return pd.Timestamp(text) if text else pd.NaT
 
-    group = ["lineitem_resourceid", "bill_payeraccountid", "bill_billingentity", "lineitem_usageaccountid",
-             "lineitem_legalentity", "lineitem_lineitemdescription", "lineitem_productcode",
-             "lineitem_availabilityzone", "lineitem_lineitemtype", "lineitem_usagetype", "lineitem_operation",
-             "product_productfamily", "product_operatingsystem", "product_instancetype", "product_region",
-             "pricing_unit", "resourcetags", "costcategory"]
-    sums = ["lineitem_usageamount", "lineitem_normalizedusageamount", "lineitem_unblendedcost",
-            "lineitem_blendedcost", "pricing_publicondemandcost", "savingsplan_savingsplaneffectivecost"]
-    maxes = ["lineitem_normalizationfactor", "lineitem_unblendedrate", "lineitem_blendedrate",
-             "pricing_publicondemandrate", "savingsplan_savingsplanrate", "lineitem_currencycode", "bill_invoiceid",
-             "product_productname", "product_vcpu", "product_memory"]
+    group = [
+        "lineitem_resourceid",
+        "bill_payeraccountid",
+        "bill_billingentity",
+        "lineitem_usageaccountid",
+        "lineitem_legalentity",
+        "lineitem_lineitemdescription",
+        "lineitem_productcode",
+        "lineitem_availabilityzone",
+        "lineitem_lineitemtype",
+        "lineitem_usagetype",
+        "lineitem_operation",
+        "product_productfamily",
+        "product_operatingsystem",
+        "product_instancetype",
+        "product_region",
+        "pricing_unit",
+        "resourcetags",
+        "costcategory",
+    ]
+    sums = [
+        "lineitem_usageamount",
+        "lineitem_normalizedusageamount",
+        "lineitem_unblendedcost",
+        "lineitem_blendedcost",
+        "pricing_publicondemandcost",
+        "savingsplan_savingsplaneffectivecost",
+    ]
+    maxes = [
+        "lineitem_normalizationfactor",
+        "lineitem_unblendedrate",
+        "lineitem_blendedrate",
+        "pricing_publicondemandrate",
+        "savingsplan_savingsplanrate",
+        "lineitem_currencycode",
+        "bill_invoiceid",
+        "product_productname",
+        "product_vcpu",
+        "product_memory",
+    ]
     start, end = (pd.Timestamp(MONTH_RANGE[k]) for k in ("start", "end"))
     (out / "items").mkdir(parents=True)
     (out / "daily").mkdir()
@@ -218,17 +282,19 @@ def _pandas(bucket: Path, out: Path) -> tuple[int, Path]:
         column = {m.header: m.name for m in mappings if m.role is Role.COLUMN}
         tags = {m.header: m.name for m in mappings if m.role is Role.USER_TAG}
         categories = {m.header: m.name for m in mappings if m.role is Role.COST_CATEGORY}
-        converters: dict[str, Callable[[str], Any]] = {h: str for h in [*column, *tags, *categories]}
+        converters: dict[str, Callable[[str], Any]] = dict.fromkeys([*column, *tags, *categories], str)
         converters.update({h: safe_float for h, n in column.items() if n in AMOUNT_COLUMNS})
         converters.update({h: timestamp for h, n in column.items() if n in TIMESTAMP_COLUMNS})
-        chunks = pd.read_csv(path, usecols=list(converters), converters=converters, keep_default_na=False,
-                             chunksize=200_000)
+        chunks = pd.read_csv(
+            path, usecols=list(converters), converters=converters, keep_default_na=False, chunksize=200_000
+        )
         for i, chunk in enumerate(chunks):
             for name, mapping in ((RESOURCE_TAGS, tags), (COST_CATEGORY, categories)):
                 keys = sorted(mapping, key=mapping.get)
-                chunk[name] = [json.dumps({mapping[k]: v for k, v in zip(keys, row, strict=True) if v},
-                                          separators=(",", ":"))
-                               for row in chunk[keys].itertuples(index=False)]
+                chunk[name] = [
+                    json.dumps({mapping[k]: v for k, v in zip(keys, row, strict=True) if v}, separators=(",", ":"))
+                    for row in chunk[keys].itertuples(index=False)
+                ]
             frame = chunk.rename(columns=column)
             for name in STRING_COLUMNS:
                 if name not in frame:
@@ -243,18 +309,23 @@ def _pandas(bucket: Path, out: Path) -> tuple[int, Path]:
             rows += len(frame)
             frame.to_parquet(out / "items" / f"{path.stem}_{i}.parquet", index=False)
             daily = frame.assign(lineitem_usagestartdate=frame["lineitem_usagestartdate"].dt.floor("D"))
-            daily = daily.groupby(["lineitem_usagestartdate", *group], dropna=False).agg(
-                {**{c: "sum" for c in sums}, **{c: "max" for c in maxes}}
-            ).reset_index()
+            daily = (
+                daily.groupby(["lineitem_usagestartdate", *group], dropna=False)
+                .agg({**dict.fromkeys(sums, "sum"), **dict.fromkeys(maxes, "max")})
+                .reset_index()
+            )
             daily["line_item_count"] = 1
             daily.to_parquet(out / "daily" / f"{path.stem}_daily_{i}.parquet", index=False)
     summary = out / "summary"
     summary.mkdir()
     with _duckdb_default() as con:
         daily_files = sorted(str(p) for p in (out / "daily").glob("*.parquet"))
-        duck.copy_to_parquet(con, load_sql(SUMMARY_TABLE),
-                             {"daily_files": daily_files, "source_uuid": PROVIDER_UUID, **MONTH_RANGE},
-                             summary / "part-0.parquet")
+        duck.copy_to_parquet(
+            con,
+            load_sql(SUMMARY_TABLE),
+            {"daily_files": daily_files, "source_uuid": PROVIDER_UUID, **MONTH_RANGE},
+            summary / "part-0.parquet",
+        )
     return rows, summary
 
 
@@ -290,11 +361,14 @@ def run(rows_target: int = 500_000, repeats: int = 3) -> list[dict[str, Any]]:
             runs[approach].append(_measure(approach, bucket))
     rows = summarise(NAME, runs)
     for row in rows:
-        row["cost_ok"] = all(abs(Decimal(r["summary_unblended_cost"]) - raw) < Decimal("0.005")
-                             for r in runs[row["approach"]])
+        row["cost_ok"] = all(
+            abs(Decimal(r["summary_unblended_cost"]) - raw) < Decimal("0.005") for r in runs[row["approach"]]
+        )
     facts = machine()
-    print(f"\nAWS CUR month -> summary, {rows[0]['rows']:,} rows, median of {repeats}; raw unblended cost {raw:.2f}; "
-          f"{facts['nproc']} CPUs, {facts['memory']} RAM, load avg {os.getloadavg()[0]:.1f}")
+    print(
+        f"\nAWS CUR month -> summary, {rows[0]['rows']:,} rows, median of {repeats}; raw unblended cost {raw:.2f}; "
+        f"{facts['nproc']} CPUs, {facts['memory']} RAM, load avg {os.getloadavg()[0]:.1f}"
+    )
     print(table([*HEADERS, "cost = raw"], [[*cells(r), "yes" if r["cost_ok"] else "NO"] for r in rows]))
     return rows
 

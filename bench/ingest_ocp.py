@@ -56,10 +56,18 @@ SCHEMA = "org1234567"
 PROVIDER_UUID = "0b6c1f7e-5d2a-4c3b-9e8f-7a6b5c4d3e2f"
 APPROACHES = ("ours", "duckdb", "pandas")
 SUMMARY_TYPES = ("pod_usage", "storage_usage", "node_labels", "namespace_labels")
-RAW_POD = ("pod_usage_cpu_core_seconds", "pod_request_cpu_core_seconds",
-           "pod_usage_memory_byte_seconds", "pod_request_memory_byte_seconds")
-SUMMARY_POD = ("pod_usage_cpu_core_hours", "pod_request_cpu_core_hours",
-               "pod_usage_memory_gigabyte_hours", "pod_request_memory_gigabyte_hours")
+RAW_POD = (
+    "pod_usage_cpu_core_seconds",
+    "pod_request_cpu_core_seconds",
+    "pod_usage_memory_byte_seconds",
+    "pod_request_memory_byte_seconds",
+)
+SUMMARY_POD = (
+    "pod_usage_cpu_core_hours",
+    "pod_request_cpu_core_hours",
+    "pod_usage_memory_gigabyte_hours",
+    "pod_request_memory_gigabyte_hours",
+)
 TO_HOURS = (Decimal(3600), Decimal(3600), Decimal(3600 * 2**30), Decimal(3600 * 2**30))
 SUMMARY_STORAGE = ("persistentvolumeclaim_capacity_gigabyte_months", "persistentvolumeclaim_usage_gigabyte_months")
 TOLERANCE = Decimal("0.000001")
@@ -114,19 +122,45 @@ def dataset(rows_target: int) -> tuple[Path, dict[str, Any]]:
     config = home / "generator.yml"
     config.write_text(_generator_config(pods))
     expected = (NODES * NAMESPACES * (pods + VOLUMES + 1) + NODES) * HOURS
-    print(f"generating a {expected:,}-row OpenShift month with nise ({NODES} nodes x {NAMESPACES} namespaces x "
-          f"{pods} pods; cached in {home}) ...", flush=True)
+    print(
+        f"generating a {expected:,}-row OpenShift month with nise ({NODES} nodes x {NAMESPACES} namespaces x "
+        f"{pods} pods; cached in {home}) ...",
+        flush=True,
+    )
     started = time.monotonic()
     # nise writes temporary CSVs into its cwd, and its payload files into $TMPDIR/payload, where another
     # nise run (the tests) would remove them
     with tempfile.TemporaryDirectory(dir=home) as scratch:
         env = {**os.environ, "TMPDIR": scratch}
         static = home / "static.yml"
-        subprocess.run([nise, "yaml", "ocp", "-c", str(config), "-o", str(static), "-s", "2026-11-01",
-                        "-e", "2026-12-01"], cwd=scratch, env=env, check=True, capture_output=True)
-        subprocess.run([nise, "report", "ocp", "-s", "2026-11-01", "-e", "2026-12-01", "--static-report-file",
-                        str(static), "--ocp-cluster-id", CLUSTER_ID, "--insights-upload", str(upload)],
-                       cwd=scratch, env=env, check=True, capture_output=True)
+        subprocess.run(
+            [nise, "yaml", "ocp", "-c", str(config), "-o", str(static), "-s", "2026-11-01", "-e", "2026-12-01"],
+            cwd=scratch,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                nise,
+                "report",
+                "ocp",
+                "-s",
+                "2026-11-01",
+                "-e",
+                "2026-12-01",
+                "--static-report-file",
+                str(static),
+                "--ocp-cluster-id",
+                CLUSTER_ID,
+                "--insights-upload",
+                str(upload),
+            ],
+            cwd=scratch,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
     generate_s = time.monotonic() - started
     report_dir = upload / CLUSTER_ID / "20261101-20261201"  # nise also writes an empty December payload
     started = time.monotonic()
@@ -137,9 +171,15 @@ def dataset(rows_target: int) -> tuple[Path, dict[str, Any]]:
     for path in csvs:
         with path.open("rb") as fh:
             rows += max(0, sum(1 for _ in fh) - 1)
-    facts = {"rows": rows, "pods_per_namespace": pods, "csv_files": len(csvs),
-             "csv_bytes": sum(p.stat().st_size for p in csvs), "tar_bytes": payload.stat().st_size,
-             "generate_s": round(generate_s, 1), "pack_s": round(pack_s, 1)}
+    facts = {
+        "rows": rows,
+        "pods_per_namespace": pods,
+        "csv_files": len(csvs),
+        "csv_bytes": sum(p.stat().st_size for p in csvs),
+        "tar_bytes": payload.stat().st_size,
+        "generate_s": round(generate_s, 1),
+        "pack_s": round(pack_s, 1),
+    }
     shutil.rmtree(upload)  # the payload holds it all
     done.write_text(json.dumps(facts, indent=1))
     return payload, facts
@@ -171,8 +211,8 @@ def _unpack(tarball: Path, out: Path) -> tuple[dict[str, Any], list[Path]]:
 
 def _typed_files(files: list[Path]) -> dict[str, list[Path]]:
     """Report type name -> its CSV files (types detected from the header, as ours does)."""
-    from koku_dagster.reports.csv_parquet import read_header
     from koku_dagster.providers.ocp import detect_report_type
+    from koku_dagster.reports.csv_parquet import read_header
 
     typed: dict[str, list[Path]] = {}
     for path in files:
@@ -206,8 +246,13 @@ def _ours(tarball: Path, out: Path) -> dict[str, Any]:
     from koku_dagster.providers.ocp_payload import extract_payload, fetch_payload, read_manifest
 
     laps = _Laps()
-    local = fetch_payload(tarball.as_uri(), out / "download" / tarball.name, max_bytes=4 << 30, timeout=60,
-                          allowed_file_roots=(tarball.parent,))
+    local = fetch_payload(
+        tarball.as_uri(),
+        out / "download" / tarball.name,
+        max_bytes=4 << 30,
+        timeout=60,
+        allowed_file_roots=(tarball.parent,),
+    )
     laps("fetch")
     manifest = read_manifest(local)
     laps("read manifest")
@@ -246,9 +291,16 @@ def _summarise(con: Any, daily: dict[str, str], pod_items: list[str], cluster_id
 
     summary = out / "summary"
     summary.mkdir()
-    params = {"pod_daily": [daily["pod_usage"]], "storage_daily": [daily["storage_usage"]],
-              "node_labels_daily": [daily["node_labels"]], "namespace_labels_daily": [daily["namespace_labels"]],
-              "pod_items": pod_items, "cluster_id": cluster_id, "source_uuid": PROVIDER_UUID, "days_in_month": 30}
+    params = {
+        "pod_daily": [daily["pod_usage"]],
+        "storage_daily": [daily["storage_usage"]],
+        "node_labels_daily": [daily["node_labels"]],
+        "namespace_labels_daily": [daily["namespace_labels"]],
+        "pod_items": pod_items,
+        "cluster_id": cluster_id,
+        "source_uuid": PROVIDER_UUID,
+        "days_in_month": 30,
+    }
     duck.copy_to_parquet(con, load_sql(ocp.SUMMARY_TABLE), params, summary / "part-0.parquet")
     return summary
 
@@ -275,23 +327,28 @@ def _duckdb_query(report_type: Any, header: list[str]) -> str:
         ctes.append(
             f"""lab{n} AS (SELECT l, CAST(to_json(map_from_entries(list_filter(it, lambda e, i:
                     NOT list_contains(list_transform(it[i + 1:], lambda x: x.k), e.k)))) AS VARCHAR) AS j
-                FROM (SELECT l, ocp_items(l) AS it FROM (SELECT DISTINCT "{c}" AS l FROM src)))""")
+                FROM (SELECT l, ocp_items(l) AS it FROM (SELECT DISTINCT "{c}" AS l FROM src)))"""
+        )
         joins.append(f'LEFT JOIN lab{n} ON lab{n}.l = src."{c}"')
     select = [f"{_TIMESTAMP.format(c=c)} AS {c}" if c in present else f"NULL::TIMESTAMPTZ AS {c}" for c in TIMESTAMPS]
     select += [f"""coalesce(src."{c}", '') AS {c}""" if c in present else f"'' AS {c}" for c in report_type.strings]
-    select += [f"""TRY_CAST(nullif(src."{c}", '') AS DOUBLE) AS {c}""" if c in present else f"NULL::DOUBLE AS {c}"
-               for c in report_type.numbers]
-    select += [f"coalesce(lab{labels.index(c)}.j, '{{}}') AS {c}" if c in labels else f"'{{}}' AS {c}"
-               for c in report_type.labels]
-    return f"""WITH {', '.join(ctes)}
-        SELECT * FROM (SELECT {', '.join(select)} FROM src {' '.join(joins)})
+    select += [
+        f"""TRY_CAST(nullif(src."{c}", '') AS DOUBLE) AS {c}""" if c in present else f"NULL::DOUBLE AS {c}"
+        for c in report_type.numbers
+    ]
+    select += [
+        f"coalesce(lab{labels.index(c)}.j, '{{}}') AS {c}" if c in labels else f"'{{}}' AS {c}"
+        for c in report_type.labels
+    ]
+    return f"""WITH {", ".join(ctes)}
+        SELECT * FROM (SELECT {", ".join(select)} FROM src {" ".join(joins)})
         WHERE interval_start >= CAST($start AS TIMESTAMPTZ) AND interval_start < CAST($end AS TIMESTAMPTZ)"""
 
 
 def _duckdb(tarball: Path, out: Path) -> dict[str, Any]:
+    from koku_dagster.providers.ocp import REPORT_TYPES
     from koku_dagster.reports import duck
     from koku_dagster.reports.csv_parquet import read_header
-    from koku_dagster.providers.ocp import REPORT_TYPES
 
     laps = _Laps()
     manifest, files = _unpack(tarball, out)
@@ -308,9 +365,12 @@ def _duckdb(tarball: Path, out: Path) -> dict[str, Any]:
             paths = typed.get(report_type.name, [])
             if paths:
                 header = [h.strip().lower() for h in read_header(lambda p=paths[0]: p.open("rb"), paths[0].name)]
-                written = duck.copy_to_parquet(con, _duckdb_query(report_type, header),
-                                               {"files": [str(p) for p in paths], **MONTH_RANGE},
-                                               work / f"{report_type.name}.parquet")
+                written = duck.copy_to_parquet(
+                    con,
+                    _duckdb_query(report_type, header),
+                    {"files": [str(p) for p in paths], **MONTH_RANGE},
+                    work / f"{report_type.name}.parquet",
+                )
                 rows += written.rows
                 items[report_type.name] = [str(written.path)]
             elif report_type.name in SUMMARY_TYPES:
@@ -318,8 +378,12 @@ def _duckdb(tarball: Path, out: Path) -> dict[str, Any]:
             else:
                 continue
             daily[report_type.name] = str(work / f"{report_type.name}_daily.parquet")
-            duck.copy_to_parquet(con, report_type.daily_query(), {"line_item_files": items[report_type.name]},
-                                 Path(daily[report_type.name]))
+            duck.copy_to_parquet(
+                con,
+                report_type.daily_query(),
+                {"line_item_files": items[report_type.name]},
+                Path(daily[report_type.name]),
+            )
         laps("line items + daily")
         summary = _summarise(con, daily, items["pod_usage"], manifest["cluster_id"], out)
         laps("summary")
@@ -353,9 +417,9 @@ def _pandas(tarball: Path, out: Path) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from koku_dagster.providers.ocp import REPORT_TYPES, TIMESTAMPS
     from koku_dagster.reports import duck
     from koku_dagster.reports.csv_parquet import read_header
-    from koku_dagster.providers.ocp import REPORT_TYPES, TIMESTAMPS
 
     laps = _Laps()
     manifest, files = _unpack(tarball, out)
@@ -378,18 +442,24 @@ def _pandas(tarball: Path, out: Path) -> dict[str, Any]:
             converters: dict[str, Callable[[str], Any]] = {}
             for c in schema.names:
                 if c in header:
-                    converters[c] = (_openshift_datetime if c in TIMESTAMPS else _safe_float
-                                     if c in report_type.numbers else _openshift_labels
-                                     if c in report_type.labels else str)
-            chunks = pd.read_csv(path, usecols=list(converters), converters=converters, keep_default_na=False,
-                                 chunksize=CHUNK_ROWS)
+                    converters[c] = (
+                        _openshift_datetime
+                        if c in TIMESTAMPS
+                        else _safe_float
+                        if c in report_type.numbers
+                        else _openshift_labels
+                        if c in report_type.labels
+                        else str
+                    )
+            chunks = pd.read_csv(
+                path, usecols=list(converters), converters=converters, keep_default_na=False, chunksize=CHUNK_ROWS
+            )
             for i, frame in enumerate(chunks):
                 for c in schema.names:
                     if c in TIMESTAMPS:
                         frame[c] = pd.to_datetime(frame[c], utc=True) if c in frame else pd.NaT
                     elif c not in frame:
-                        frame[c] = (math.nan if c in report_type.numbers else "{}"
-                                    if c in report_type.labels else "")
+                        frame[c] = math.nan if c in report_type.numbers else "{}" if c in report_type.labels else ""
                 frame = frame[(frame["interval_start"] >= start) & (frame["interval_start"] < end)]
                 if frame.empty:
                     continue
@@ -414,11 +484,16 @@ def _pandas(tarball: Path, out: Path) -> dict[str, Any]:
                 query, params = report_type.daily_query(), {"line_item_files": items[name]}
             else:  # merge the per-chunk partial groups (sums of sums, maxima of maxima)
                 merged = ["CAST(usage_start AS DATE) AS usage_start", *report_type.daily_keys]
-                merged += [f"max({c}) AS {c}" for c in report_type.strings + report_type.labels
-                           if c not in report_type.daily_keys]
+                merged += [
+                    f"max({c}) AS {c}"
+                    for c in report_type.strings + report_type.labels
+                    if c not in report_type.daily_keys
+                ]
                 merged += [f"{'sum' if c in report_type.summed else 'max'}({c}) AS {c}" for c in report_type.numbers]
-                query = (f"SELECT {', '.join(merged)}, sum(line_item_count) AS line_item_count "
-                         "FROM read_parquet($files) GROUP BY ALL")
+                query = (
+                    f"SELECT {', '.join(merged)}, sum(line_item_count) AS line_item_count "
+                    "FROM read_parquet($files) GROUP BY ALL"
+                )
                 params = {"files": partial[name]}
             daily[name] = str(work / f"{name}_daily.parquet")
             duck.copy_to_parquet(con, query, params, Path(daily[name]))
@@ -435,17 +510,26 @@ def _check(result: dict[str, Any]) -> dict[str, Any]:
     """Summary figures of one run (in its process, after timing); for ours also ``month_totals``."""
     exprs = ", ".join(f"coalesce(sum(CAST({c} AS DECIMAL(38, 12))), 0)" for c in SUMMARY_POD + SUMMARY_STORAGE)
     with duckdb_default() as con:
-        row = con.execute(f"SELECT count(*), {exprs} FROM read_parquet($f)",
-                          {"f": [str(p) for p in Path(result["summary"]).glob("*.parquet")]}).fetchone()
-    figures = {"rows": result["rows"], "summary_rows": row[0], "steps": result["steps"],
-               "summary_sums": [str(v) for v in row[1:1 + len(SUMMARY_POD)]],
-               "storage_sums": [str(v) for v in row[1 + len(SUMMARY_POD):]]}
+        row = con.execute(
+            f"SELECT count(*), {exprs} FROM read_parquet($f)",
+            {"f": [str(p) for p in Path(result["summary"]).glob("*.parquet")]},
+        ).fetchone()
+    figures = {
+        "rows": result["rows"],
+        "summary_rows": row[0],
+        "steps": result["steps"],
+        "summary_sums": [str(v) for v in row[1 : 1 + len(SUMMARY_POD)]],
+        "storage_sums": [str(v) for v in row[1 + len(SUMMARY_POD) :]],
+    }
     if "out_root" in result:
         from koku_dagster.providers import ocp
 
         totals = ocp.month_totals(schema=SCHEMA, provider_uuid=PROVIDER_UUID, month=MONTH, out_root=result["out_root"])
-        figures |= {"usage_matches": totals.usage_matches, "line_item_rows": totals.line_item_rows,
-                    "uncast_cells": totals.uncast_cells}
+        figures |= {
+            "usage_matches": totals.usage_matches,
+            "line_item_rows": totals.line_item_rows,
+            "uncast_cells": totals.uncast_cells,
+        }
     return figures
 
 
@@ -492,10 +576,12 @@ def run(rows_target: int = 1_000_000, repeats: int = 3) -> list[dict[str, Any]]:
         row["usage_ok"] = not found
         problems += found
     machine_facts = machine()
-    print(f"\nOpenShift month, tarball -> summary, {rows[0]['rows']:,} line items "
-          f"({facts['tar_bytes'] / 2**20:.0f} MB tar.gz, {facts['csv_bytes'] / 2**20:.0f} MB CSV; nise took "
-          f"{facts['generate_s']:.0f} s), median of {repeats}; {machine_facts['nproc']} CPUs, "
-          f"{machine_facts['memory']} RAM, load avg during the runs {min(loads):.1f}-{max(loads):.1f}")
+    print(
+        f"\nOpenShift month, tarball -> summary, {rows[0]['rows']:,} line items "
+        f"({facts['tar_bytes'] / 2**20:.0f} MB tar.gz, {facts['csv_bytes'] / 2**20:.0f} MB CSV; nise took "
+        f"{facts['generate_s']:.0f} s), median of {repeats}; {machine_facts['nproc']} CPUs, "
+        f"{machine_facts['memory']} RAM, load avg during the runs {min(loads):.1f}-{max(loads):.1f}"
+    )
     print(table([*HEADERS, "usage = raw, = ours"], [[*cells(r), "yes" if r["usage_ok"] else "NO"] for r in rows]))
     for approach in APPROACHES:
         median = sorted(runs[approach], key=lambda r: r["wall_s"])[len(runs[approach]) // 2]

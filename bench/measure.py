@@ -36,21 +36,24 @@ def peak_rss_kb() -> int:
     return max(hwm, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 
 
-def _child(run: Callable[..., Any], check: Callable[[Any], dict[str, Any]], args: tuple[Any, ...],
-           results: Any) -> None:
+def _child(
+    run: Callable[..., Any], check: Callable[[Any], dict[str, Any]], args: tuple[Any, ...], results: Any
+) -> None:
     """Runs in a spawned process: time ``run(*args)``, then ``check`` its result (not timed); report
     ``check``'s figures with wall and CPU seconds and the peak RSS of this process and its children."""
     started, cpu_before = time.perf_counter(), os.times()
     value = run(*args)
     wall, cpu_after = time.perf_counter() - started, os.times()
-    cpu = sum(getattr(cpu_after, f) - getattr(cpu_before, f)
-              for f in ("user", "system", "children_user", "children_system"))
+    cpu = sum(
+        getattr(cpu_after, f) - getattr(cpu_before, f) for f in ("user", "system", "children_user", "children_system")
+    )
     facts = check(value)
     results.put({**facts, "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak_rss_kb() / 1024})
 
 
-def measure(run: Callable[..., Any], args: tuple[Any, ...], check: Callable[[Any], dict[str, Any]],
-            name: str) -> dict[str, Any]:
+def measure(
+    run: Callable[..., Any], args: tuple[Any, ...], check: Callable[[Any], dict[str, Any]], name: str
+) -> dict[str, Any]:
     """``run(*args)`` in a fresh spawned process (timed after imports); ``run`` and ``check`` must be
     module-level functions. Returns ``check``'s dict plus ``wall_s``, ``cpu_s`` and ``peak_rss_mb``."""
     ctx = mp.get_context("spawn")
@@ -75,17 +78,19 @@ def summarise(benchmark: str, runs: dict[str, list[dict[str, Any]]]) -> list[dic
         walls = sorted(r["wall_s"] for r in results)
         last = results[-1]
         wall = walls[len(walls) // 2]
-        rows.append({
-            "benchmark": benchmark,
-            "approach": approach,
-            "rows": last["rows"],
-            "wall_s": wall,
-            "wall_s_all": [round(w, 2) for w in walls],
-            "cpu_s": sorted(r["cpu_s"] for r in results)[len(results) // 2],
-            "rows_per_s": last["rows"] / wall,
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
-            "summary_rows": last["summary_rows"],
-        })
+        rows.append(
+            {
+                "benchmark": benchmark,
+                "approach": approach,
+                "rows": last["rows"],
+                "wall_s": wall,
+                "wall_s_all": [round(w, 2) for w in walls],
+                "cpu_s": sorted(r["cpu_s"] for r in results)[len(results) // 2],
+                "rows_per_s": last["rows"] / wall,
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+                "summary_rows": last["summary_rows"],
+            }
+        )
     by_name = {r["approach"]: r for r in rows}
     for row in rows:
         row["vs_duckdb"] = row["wall_s"] / by_name["duckdb"]["wall_s"]
@@ -93,12 +98,29 @@ def summarise(benchmark: str, runs: dict[str, list[dict[str, Any]]]) -> list[dic
     return rows
 
 
-HEADERS = ["approach", "wall s (median)", "runs", "CPU s", "rows/s", "peak RSS MB", "x (a) duckdb", "x (b) pandas",
-           "summary rows"]
+HEADERS = [
+    "approach",
+    "wall s (median)",
+    "runs",
+    "CPU s",
+    "rows/s",
+    "peak RSS MB",
+    "x (a) duckdb",
+    "x (b) pandas",
+    "summary rows",
+]
 
 
 def cells(row: dict[str, Any]) -> list[str]:
     """The :data:`HEADERS` cells of a :func:`summarise` row."""
-    return [row["approach"], f"{row['wall_s']:.2f}", " ".join(map(str, row["wall_s_all"])), f"{row['cpu_s']:.1f}",
-            f"{row['rows_per_s']:,.0f}", f"{row['peak_rss_mb']:.0f}", f"{row['vs_duckdb']:.2f}",
-            f"{row['vs_pandas']:.2f}", f"{row['summary_rows']:,}"]
+    return [
+        row["approach"],
+        f"{row['wall_s']:.2f}",
+        " ".join(map(str, row["wall_s_all"])),
+        f"{row['cpu_s']:.1f}",
+        f"{row['rows_per_s']:,.0f}",
+        f"{row['peak_rss_mb']:.0f}",
+        f"{row['vs_duckdb']:.2f}",
+        f"{row['vs_pandas']:.2f}",
+        f"{row['summary_rows']:,}",
+    ]

@@ -66,7 +66,13 @@ REPO = Path(__file__).resolve().parents[1]
 # - a bounded request log (the stand-in otherwise keeps every request, which only tests need).
 # API latency scenarios use its ``/_standin/latency`` control route (see ``Services.set_latency``).
 STANDIN_OPTIONS = (
-    "--publish-async", "--listen-backlog", "128", "--request-log-limit", "1000", "--log-level", "WARNING",
+    "--publish-async",
+    "--listen-backlog",
+    "128",
+    "--request-log-limit",
+    "1000",
+    "--log-level",
+    "WARNING",
 )
 
 
@@ -210,8 +216,15 @@ def _child_ours(cfg: dict[str, Any]) -> dict[str, Any]:
             api_calls += report.batch.api_calls
             created += len(report.created)
             pushes += report.statuses.sent
-            ticks.append({"s": round(report.seconds, 2), "read": report.batch.read, "api_calls": report.batch.api_calls,
-                          "ops": len(report.operations), "pushed": report.statuses.sent})
+            ticks.append(
+                {
+                    "s": round(report.seconds, 2),
+                    "read": report.batch.read,
+                    "api_calls": report.batch.api_calls,
+                    "ops": len(report.operations),
+                    "pushed": report.statuses.sent,
+                }
+            )
             busy = report.batch.read or report.operations or report.statuses.sent or report.statuses.failed
             if read >= expected and not busy:
                 break
@@ -452,9 +465,25 @@ class Services:
         port = free_port()
         with open(self.workdir / "standin.log", "ab") as log:
             self.standin = subprocess.Popen(
-                [sys.executable, "-m", "koku_devtools.platform_sources", "--port", str(port),
-                 "--kafka", self.broker.bootstrap, "--topic", self.live_topic, "--psk", PSK, *STANDIN_OPTIONS],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO,
+                [
+                    sys.executable,
+                    "-m",
+                    "koku_devtools.platform_sources",
+                    "--port",
+                    str(port),
+                    "--kafka",
+                    self.broker.bootstrap,
+                    "--topic",
+                    self.live_topic,
+                    "--psk",
+                    PSK,
+                    *STANDIN_OPTIONS,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=REPO,
             )
         self.api = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -529,12 +558,19 @@ def create_sources(api: str, n: int, checkpoints: set[int]) -> dict[int, int]:
             admin = admins[(i // len(KINDS)) % ORGS]
             details: dict[str, Any]
             if kind == "aws":
-                details = {"role_arn": f"arn:aws:iam::{100000000000 + i}:role/CostManagement",
-                           "external_id": f"ext-{i}", "bucket": f"cur-bucket-{i}"}
+                details = {
+                    "role_arn": f"arn:aws:iam::{100000000000 + i}:role/CostManagement",
+                    "external_id": f"ext-{i}",
+                    "bucket": f"cur-bucket-{i}",
+                }
             elif kind == "azure":
-                details = {"client_id": str(uuid.UUID(int=i + 1)), "client_secret": f"secret-{i}",
-                           "subscription_id": str(uuid.UUID(int=10**9 + i)), "resource_group": f"rg-{i}",
-                           "storage_account": f"storage{i}"}
+                details = {
+                    "client_id": str(uuid.UUID(int=i + 1)),
+                    "client_secret": f"secret-{i}",
+                    "subscription_id": str(uuid.UUID(int=10**9 + i)),
+                    "resource_group": f"rg-{i}",
+                    "storage_account": f"storage{i}",
+                }
             elif kind == "gcp":
                 details = {"project_id": f"bench-project-{i}", "dataset": f"billing_{i}"}
             else:
@@ -587,13 +623,16 @@ def _run_child(cfg: dict[str, Any], log_path: Path) -> dict[str, Any]:
     with open(log_path, "wb") as log:
         proc = subprocess.run(
             [sys.executable, "-m", "bench.sources_sync", json.dumps(cfg)],
-            stdout=subprocess.PIPE, stderr=log, cwd=REPO, check=False,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            cwd=REPO,
+            check=False,
         )
     lines = [ln for ln in proc.stdout.decode(errors="replace").splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
         raise RuntimeError(f"run {cfg['approach']} on {cfg['topic']} failed (exit {proc.returncode}):\n{tail}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 @contextmanager
@@ -651,15 +690,19 @@ def _plan(options: argparse.Namespace, n: int, half: int, base_n: int) -> list[t
 
 
 def _say_result(res: dict[str, Any], count: int) -> None:
-    _say(f"  {res['seconds']:.1f} s, providers {res['providers']}/{count}, "
-         f"RSS +{res['rss_growth_mb']:.1f} MB; "
-         f"CPU s: run {res['cpu_seconds']:.1f}, "
-         + ", ".join(f"{k} {v:.1f}" for k, v in res["service_cpu"].items())
-         + f", other jobs {res['foreign_cpu']:.1f}, steal {res['steal']:.1f}"
-         + f"; phase wall s {res['phases']}, phase CPU s {res['phase_cpu']}")
+    _say(
+        f"  {res['seconds']:.1f} s, providers {res['providers']}/{count}, "
+        f"RSS +{res['rss_growth_mb']:.1f} MB; "
+        f"CPU s: run {res['cpu_seconds']:.1f}, "
+        + ", ".join(f"{k} {v:.1f}" for k, v in res["service_cpu"].items())
+        + f", other jobs {res['foreign_cpu']:.1f}, steal {res['steal']:.1f}"
+        + f"; phase wall s {res['phases']}, phase CPU s {res['phase_cpu']}"
+    )
     if res["tcp"].get("TCPSynRetrans"):
-        _say(f"  warning: {res['tcp']['TCPSynRetrans']} TCP SYN retransmissions during the run "
-             "(1 s stalls each; listen queue overflow?)")
+        _say(
+            f"  warning: {res['tcp']['TCPSynRetrans']} TCP SYN retransmissions during the run "
+            "(1 s stalls each; listen queue overflow?)"
+        )
 
 
 def _attempts(
@@ -681,8 +724,10 @@ def _attempts(
         _say_result(res, cfg["count"])
         if not _disturbed(res):
             break
-        _say(f"  machine busy: other processes used {res['foreign_cpu']:.0f} CPU s during this "
-             f"{res['seconds']:.0f} s run" + ("; running it again" if attempt < options.retries else ""))
+        _say(
+            f"  machine busy: other processes used {res['foreign_cpu']:.0f} CPU s during this "
+            f"{res['seconds']:.0f} s run" + ("; running it again" if attempt < options.retries else "")
+        )
     return attempts
 
 
@@ -702,14 +747,29 @@ def _row(plan_entry: tuple[float, str, str, int], n: int, events: int, attempts:
         notes.append(f"least disturbed of {len(attempts)} runs")
     if _disturbed(res):
         notes.append(f"DISTURBED: other jobs used {res['foreign_cpu']:.0f} CPU s")
-    row = Row(NAME, backend, approach, count, events, res["seconds"], res["events_seconds"],
-              res["providers"], res["rss_growth_mb"], ok, "; ".join(notes), latency, res,
-              main=approach == "baseline" or count == n)
+    row = Row(
+        NAME,
+        backend,
+        approach,
+        count,
+        events,
+        res["seconds"],
+        res["events_seconds"],
+        res["providers"],
+        res["rss_growth_mb"],
+        ok,
+        "; ".join(notes),
+        latency,
+        res,
+        main=approach == "baseline" or count == n,
+    )
     _say(f"  => {row.seconds:.1f} s, {row.events_per_s:.0f} events/s, {row.providers_per_s:.1f} providers/s")
     if not ok:
         _say("!" * 78)
-        _say(f"!!! MISMATCH: {row.providers} providers for {count} sources, read {res['read']} of "
-             f"{events} events, timed out: {res['timed_out']}")
+        _say(
+            f"!!! MISMATCH: {row.providers} providers for {count} sources, read {res['read']} of "
+            f"{events} events, timed out: {res['timed_out']}"
+        )
         _say(f"!!! details: {json.dumps({k: v for k, v in res.items() if k != 'ticks'})}")
         _say("!" * 78)
     return row
@@ -736,12 +796,20 @@ def run(options: argparse.Namespace) -> list[Row]:
                 svc.set_latency(latency)
                 current_latency = latency
             events = marks[count]
-            _say(f"run {i + 1}/{len(plan)}: +{latency:g} ms API latency, {backend}, {approach}, {count} sources, "
-                 f"{events} events ...")
+            _say(
+                f"run {i + 1}/{len(plan)}: +{latency:g} ms API latency, {backend}, {approach}, {count} sources, "
+                f"{events} events ..."
+            )
             cfg = {
-                "approach": approach, "backend": backend, "count": count, "api": svc.api,
-                "bootstrap": svc.broker.bootstrap, "topic": topics[count], "events": events,
-                "timeout": RUN_TIMEOUT, "workers": options.workers,
+                "approach": approach,
+                "backend": backend,
+                "count": count,
+                "api": svc.api,
+                "bootstrap": svc.broker.bootstrap,
+                "topic": topics[count],
+                "events": events,
+                "timeout": RUN_TIMEOUT,
+                "workers": options.workers,
             }
             rows.append(_row(plan[i], n, events, _attempts(svc, options, workdir, f"bench_{i}", cfg)))
         if current_latency:
@@ -759,28 +827,71 @@ def report(rows: list[Row]) -> str:
         ratio = ""
         if r.approach == "ours" and r.main and b is not None and b.events_per_s and b.providers_per_s:
             ratio = f"{r.events_per_s / b.events_per_s:.1f}x / {r.providers_per_s / b.providers_per_s:.1f}x"
-        main.append([
-            f"+{r.latency_ms:g} ms", r.backend, r.approach, r.sources, r.events, f"{r.seconds:.1f}",
-            f"{r.events_per_s:.0f}", f"{r.providers_per_s:.1f}", f"{r.rss_growth_mb:.1f}", ratio,
-            "ok" if r.ok else "MISMATCH", r.note,
-        ])
+        main.append(
+            [
+                f"+{r.latency_ms:g} ms",
+                r.backend,
+                r.approach,
+                r.sources,
+                r.events,
+                f"{r.seconds:.1f}",
+                f"{r.events_per_s:.0f}",
+                f"{r.providers_per_s:.1f}",
+                f"{r.rss_growth_mb:.1f}",
+                ratio,
+                "ok" if r.ok else "MISMATCH",
+                r.note,
+            ]
+        )
         wall, cpu = r.extra.get("phases", {}), r.extra.get("phase_cpu", {})
-        phases.append([
-            f"+{r.latency_ms:g} ms", r.backend, r.approach, r.sources,
-            " / ".join(f"{wall[k]:.1f} ({cpu.get(k, 0):.1f})" for k in wall),
-            f"{r.extra.get('cpu_seconds', 0):.1f}",
-            f"{r.extra.get('service_cpu', {}).get('standin', 0):.1f}",
-            f"{r.extra.get('service_cpu', {}).get('postgres', 0):.1f}",
-            f"{r.extra.get('foreign_cpu', 0):.1f} / {r.extra.get('steal', 0):.1f}",
-        ])
+        phases.append(
+            [
+                f"+{r.latency_ms:g} ms",
+                r.backend,
+                r.approach,
+                r.sources,
+                " / ".join(f"{wall[k]:.1f} ({cpu.get(k, 0):.1f})" for k in wall),
+                f"{r.extra.get('cpu_seconds', 0):.1f}",
+                f"{r.extra.get('service_cpu', {}).get('standin', 0):.1f}",
+                f"{r.extra.get('service_cpu', {}).get('postgres', 0):.1f}",
+                f"{r.extra.get('foreign_cpu', 0):.1f} / {r.extra.get('steal', 0):.1f}",
+            ]
+        )
     return (
-        table(["API latency", "backend", "approach", "sources", "events", "seconds", "events/s", "providers/s",
-               "peak RSS growth MB", "ours/baseline (events/s / providers/s)", "check", "note"], main)
+        table(
+            [
+                "API latency",
+                "backend",
+                "approach",
+                "sources",
+                "events",
+                "seconds",
+                "events/s",
+                "providers/s",
+                "peak RSS growth MB",
+                "ours/baseline (events/s / providers/s)",
+                "check",
+                "note",
+            ],
+            main,
+        )
         + "\n\nWhere the time goes: wall seconds (CPU seconds of the run process) per phase —\n"
         + "ours: kafka read / apply batch / provider ops / status push; "
         + "baseline: kafka poll+commit / apply event / provider ops / status push\n\n"
-        + table(["API latency", "backend", "approach", "sources", "phases wall (CPU) s", "run CPU s",
-                 "stand-in CPU s", "postgres CPU s", "other jobs / steal CPU s"], phases)
+        + table(
+            [
+                "API latency",
+                "backend",
+                "approach",
+                "sources",
+                "phases wall (CPU) s",
+                "run CPU s",
+                "stand-in CPU s",
+                "postgres CPU s",
+                "other jobs / steal CPU s",
+            ],
+            phases,
+        )
     )
 
 

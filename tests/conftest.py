@@ -105,8 +105,9 @@ class Harness:
                 break
         return reports
 
-    def produce(self, event_type: str | None, body: Any, headers: dict[str, bytes] | None = None,
-                raw: bytes | None = None) -> None:
+    def produce(
+        self, event_type: str | None, body: Any, headers: dict[str, bytes] | None = None, raw: bytes | None = None
+    ) -> None:
         """Put a hand-made message on the topic (for malformed or out-of-order events)."""
         hdrs = dict(headers if headers is not None else default_headers())
         if event_type is not None:

@@ -16,9 +16,9 @@ import sqlalchemy as sa
 
 from koku_dagster.assets.ingest import INGEST_ASSETS, ManifestConfig
 from koku_dagster.resources import ApplicationDatabase
-from tests.resources import ingestion_resource, object_store_resource
 from koku_devtools.nise_reports import generate
 from tests.conftest import Harness
+from tests.resources import ingestion_resource, object_store_resource
 
 MONTH = date(2026, 10, 1)
 
@@ -88,11 +88,17 @@ def test_event_to_summary_totals_match_raw_csv_and_rerun_is_idempotent(harness: 
         result = _materialize(harness, instance, uuid)
         assert result.success
         checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-        assert checks == {"summary_totals_match_raw": True, "no_rows_outside_month": True, "row_counts_consistent": True}
+        assert checks == {
+            "summary_totals_match_raw": True,
+            "no_rows_outside_month": True,
+            "row_counts_consistent": True,
+        }
         files = _summary_files(harness, uuid)
         assert files
         total, rows = _raw_cost(bucket)
-        got = _query(f"SELECT sum(CAST(unblended_cost AS DECIMAL(38, 10))) FROM read_parquet({[str(f) for f in files]})")[0]
+        got = _query(
+            f"SELECT sum(CAST(unblended_cost AS DECIMAL(38, 10))) FROM read_parquet({[str(f) for f in files]})"
+        )[0]
         assert abs(Decimal(got) - total) < Decimal("0.01")
         line_meta = result.asset_materializations_for_node("line_items")[0].metadata
         assert line_meta["dagster/row_count"].value == rows
@@ -116,7 +122,10 @@ def test_event_to_summary_totals_match_raw_csv_and_rerun_is_idempotent(harness: 
         )
         assert abs(Decimal(got_again[0]) - total) < Decimal("0.01")
         view = duckdb.connect(str(harness.store.local_root / "warehouse.duckdb"), read_only=True)
-        assert view.execute("SELECT count(*) FROM reporting_awscostentrylineitem_daily_summary").fetchone()[0] == got_again[1]
+        assert (
+            view.execute("SELECT count(*) FROM reporting_awscostentrylineitem_daily_summary").fetchone()[0]
+            == got_again[1]
+        )
         view.close()
 
 
@@ -134,7 +143,8 @@ def test_truncated_gzip_fails_its_partition_only(harness: Harness, nise_aws: Pat
         rows = [m for m in harness.table("reporting_common_costusagereportmanifest", "id") if m["provider_id"] == uuid]
         assert "failed" in rows[0]["state"]["processing"]
         assert all(
-            s["status"] == 2 for s in harness.table("reporting_common_costusagereportstatus", "id")
+            s["status"] == 2
+            for s in harness.table("reporting_common_costusagereportstatus", "id")
             if s["manifest_id"] == rows[0]["id"]
         )
         assert _summary_files(harness, uuid) == []
@@ -185,10 +195,15 @@ def test_s3_bucket_through_assumed_role(
         assert result.success
         assert all(c.passed for c in result.get_asset_check_evaluations())
         total, _ = _raw_cost(nise_aws)
-        got = _query(f"SELECT sum(CAST(unblended_cost AS DECIMAL(38, 10))) FROM read_parquet({[str(f) for f in _summary_files(harness, uuid)]})")[0]
+        got = _query(
+            f"SELECT sum(CAST(unblended_cost AS DECIMAL(38, 10))) FROM read_parquet({[str(f) for f in _summary_files(harness, uuid)]})"
+        )[0]
         assert abs(Decimal(got) - total) < Decimal("0.01")
 
-        s3.delete_object(Bucket=bucket, Key=next(k["Key"] for k in s3.list_objects_v2(Bucket=bucket)["Contents"] if k["Key"].endswith(".csv.gz")))
+        s3.delete_object(
+            Bucket=bucket,
+            Key=next(k["Key"] for k in s3.list_objects_v2(Bucket=bucket)["Contents"] if k["Key"].endswith(".csv.gz")),
+        )
         missing = _materialize(harness, instance, uuid, force=True, endpoint_url=moto_server.endpoint_url)
         assert not missing.success
         failure = [e for e in missing.all_events if e.event_type_value == "STEP_FAILURE"][0]
@@ -238,8 +253,10 @@ def test_s3_object_store_publishes_and_fetches_partitions(
     resources = {
         "app_db": ApplicationDatabase(database_url=harness.url),
         "object_store": object_store_resource(
-            url=f"s3://{store_bucket}/koku", endpoint_url=moto_server.endpoint_url,
-            local_bucket_roots=str(harness.buckets), cache_dir=str(cache),
+            url=f"s3://{store_bucket}/koku",
+            endpoint_url=moto_server.endpoint_url,
+            local_bucket_roots=str(harness.buckets),
+            cache_dir=str(cache),
         ),
         "ingestion": ingestion_resource(str(tmp_path / "home")),
     }
@@ -253,13 +270,20 @@ def test_s3_object_store_publishes_and_fetches_partitions(
         instance.add_dynamic_partitions("providers", [uuid])
         assert dg.materialize(INGEST_ASSETS, partition_key=key, resources=resources, instance=instance).success
         stored = keys()
-        for part in ("koku/data/csv/org1234567/AWS/", "koku/data/parquet/org1234567/AWS/",
-                     "koku/data/parquet/daily/org1234567/AWS/raw/", "koku/data/summary/reporting_awscostentrylineitem_daily_summary/"):
+        for part in (
+            "koku/data/csv/org1234567/AWS/",
+            "koku/data/parquet/org1234567/AWS/",
+            "koku/data/parquet/daily/org1234567/AWS/raw/",
+            "koku/data/summary/reporting_awscostentrylineitem_daily_summary/",
+        ):
             assert any(k.startswith(part) and f"source={uuid}/year=2026/month=10/" in k for k in stored), part
         shutil.rmtree(cache)  # another machine: nothing local, everything comes from the bucket
         rerun = dg.materialize(
-            INGEST_ASSETS, selection=[line_items, daily_line_items, daily_summary], partition_key=key,
-            resources=resources, instance=instance,
+            INGEST_ASSETS,
+            selection=[line_items, daily_line_items, daily_summary],
+            partition_key=key,
+            resources=resources,
+            instance=instance,
         )
         assert rerun.success and all(c.passed for c in rerun.get_asset_check_evaluations())
         assert sorted(keys()) == sorted(stored)  # replaced, not duplicated
@@ -309,8 +333,13 @@ def test_a_summary_purges_the_provider_months_beyond_retention(harness: Harness,
     with dg.instance_for_test() as instance:
         assert _materialize(harness, instance, uuid).success
     assert not stale.exists()
-    assert all(m["billing_period_start_datetime"].year == 2026 for m in harness.table("reporting_common_costusagereportmanifest", "id"))
-    assert (harness.store.local_root / "data/parquet/org1234567/AWS" / f"source={uuid}" / "year=2026" / "month=10").is_dir()
+    assert all(
+        m["billing_period_start_datetime"].year == 2026
+        for m in harness.table("reporting_common_costusagereportmanifest", "id")
+    )
+    assert (
+        harness.store.local_root / "data/parquet/org1234567/AWS" / f"source={uuid}" / "year=2026" / "month=10"
+    ).is_dir()
 
 
 def _resources(harness: Harness) -> dict[str, object]:
@@ -327,12 +356,24 @@ def test_any_step_error_is_recorded_in_the_manifest_state(harness: Harness, nise
     uuid, _ = _setup(harness, nise_aws, "corrupt-daily")
     with dg.instance_for_test() as instance:
         assert _materialize(harness, instance, uuid).success
-        daily = harness.store.local_root / "data/parquet/daily/org1234567/AWS/raw" / f"source={uuid}" / "year=2026" / "month=10"
+        daily = (
+            harness.store.local_root
+            / "data/parquet/daily/org1234567/AWS/raw"
+            / f"source={uuid}"
+            / "year=2026"
+            / "month=10"
+        )
         for part in daily.glob("*.parquet"):
             part.write_bytes(b"not parquet")  # not an IngestError: DuckDB's own
         key = dg.MultiPartitionKey({"provider": uuid, "billing_month": MONTH.isoformat()})
-        again = dg.materialize(INGEST_ASSETS, selection=[daily_summary], partition_key=key,
-                               resources=_resources(harness), instance=instance, raise_on_error=False)
+        again = dg.materialize(
+            INGEST_ASSETS,
+            selection=[daily_summary],
+            partition_key=key,
+            resources=_resources(harness),
+            instance=instance,
+            raise_on_error=False,
+        )
         assert not again.success
         failure = next(e for e in again.all_events if e.event_type_value == "STEP_FAILURE")
         assert "parquet" in failure.event_specific_data.error.message.lower()
@@ -348,12 +389,23 @@ def test_a_provider_deleted_during_a_run_keeps_nothing(harness: Harness, nise_aw
     key = dg.MultiPartitionKey({"provider": uuid, "billing_month": MONTH.isoformat()})
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("providers", [uuid])
-        assert dg.materialize(INGEST_ASSETS, selection=[report_manifest, report_files], partition_key=key,
-                              resources=_resources(harness), instance=instance).success
+        assert dg.materialize(
+            INGEST_ASSETS,
+            selection=[report_manifest, report_files],
+            partition_key=key,
+            resources=_resources(harness),
+            instance=instance,
+        ).success
         with harness.engine.begin() as conn:  # the sources sensor starts deleting it (its files next, then rows)
             conn.execute(sa.text("UPDATE api_provider SET active = false WHERE uuid = :u"), {"u": uuid})
-        result = dg.materialize(INGEST_ASSETS, selection=[line_items], partition_key=key,
-                                resources=_resources(harness), instance=instance, raise_on_error=False)
+        result = dg.materialize(
+            INGEST_ASSETS,
+            selection=[line_items],
+            partition_key=key,
+            resources=_resources(harness),
+            instance=instance,
+            raise_on_error=False,
+        )
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "was deleted during the run" in failure.event_specific_data.error.message
@@ -366,9 +418,10 @@ def test_months_beyond_retention_are_not_ingested(harness: Harness, nise_aws: Pa
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("providers", [uuid])
         old = dg.materialize(
-            INGEST_ASSETS, partition_key=dg.MultiPartitionKey({"provider": uuid, "billing_month": "2026-10-01"}),
-            resources=_resources(harness) | {"ingestion": ingestion_resource(str(harness.store.local_root),
-                                                                            retain_num_months=1)},
+            INGEST_ASSETS,
+            partition_key=dg.MultiPartitionKey({"provider": uuid, "billing_month": "2026-10-01"}),
+            resources=_resources(harness)
+            | {"ingestion": ingestion_resource(str(harness.store.local_root), retain_num_months=1)},
             instance=instance,
         )
     assert old.success and not old.get_asset_materialization_events()  # October is gone by November's rule

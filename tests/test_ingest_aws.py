@@ -50,8 +50,19 @@ def nise_random(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("nise-random")
     bucket = root / "bucket"
     bucket.mkdir()
-    _nise(root / "scratch", "report", "aws", "-s", "2026-10-01", "-e", "2026-10-04",
-          "--aws-s3-bucket-name", str(bucket), "--aws-s3-report-name", "cur")
+    _nise(
+        root / "scratch",
+        "report",
+        "aws",
+        "-s",
+        "2026-10-01",
+        "-e",
+        "2026-10-04",
+        "--aws-s3-bucket-name",
+        str(bucket),
+        "--aws-s3-report-name",
+        "cur",
+    )
     return bucket
 
 
@@ -66,8 +77,21 @@ def nise_static(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config.write_text(re.sub(r"_gens: \d+", "_gens: 1", template.read_text()))
     static = root / "static.yml"
     _nise(root / "scratch", "yaml", "aws", str(config), "-o", str(static), "-s", "2026-10-01", "-e", "2026-10-04")
-    _nise(root / "scratch", "report", "aws", "-s", "2026-10-01", "-e", "2026-10-04", "--static-report-file",
-          str(static), "--aws-s3-bucket-name", str(bucket), "--aws-s3-report-name", "cur")
+    _nise(
+        root / "scratch",
+        "report",
+        "aws",
+        "-s",
+        "2026-10-01",
+        "-e",
+        "2026-10-04",
+        "--static-report-file",
+        str(static),
+        "--aws-s3-bucket-name",
+        str(bucket),
+        "--aws-s3-report-name",
+        "cur",
+    )
     return bucket
 
 
@@ -131,8 +155,9 @@ def raw_totals(bucket: Path, month: date = OCTOBER) -> RawTotals:
     prefix = f"{month:%Y-%m}"
     for path in _report_files(bucket):
         header, rows = _read_csv(path)
-        start, ub, bl = (header.index(c) for c in
-                         ("lineItem/UsageStartDate", "lineItem/UnblendedCost", "lineItem/BlendedCost"))
+        start, ub, bl = (
+            header.index(c) for c in ("lineItem/UsageStartDate", "lineItem/UnblendedCost", "lineItem/BlendedCost")
+        )
         for row in rows:
             lines += 1
             if row[start].startswith(prefix):
@@ -154,8 +179,11 @@ def ingest(source: LocalCurReports | S3ReportSource, out: Path, month: date = OC
 
 
 def _partition_files(out: Path) -> list[str]:
-    dirs = [line_items_dir(out, SCHEMA, "AWS", UUID, OCTOBER), daily_dir(out, SCHEMA, "AWS", UUID, OCTOBER),
-            summary_dir(out, aws.SUMMARY_TABLE, UUID, OCTOBER)]
+    dirs = [
+        line_items_dir(out, SCHEMA, "AWS", UUID, OCTOBER),
+        daily_dir(out, SCHEMA, "AWS", UUID, OCTOBER),
+        summary_dir(out, aws.SUMMARY_TABLE, UUID, OCTOBER),
+    ]
     return sorted(str(p.relative_to(out)) for d in dirs for p in d.parent.rglob("*") if p.is_file())
 
 
@@ -263,10 +291,16 @@ def test_tags_and_cost_categories_folded_into_json(nise_random: Path, tmp_path: 
     header, rows = _read_csv(_report_files(nise_random)[0])
     expected = []
     for row in rows:
-        tags = {h[len("resourceTags/user:"):]: v for h, v in zip(header, row, strict=True)
-                if h.startswith("resourceTags/user:") and v}
-        categories = {h[len("costCategory/"):]: v for h, v in zip(header, row, strict=True)
-                      if h.startswith("costCategory/") and v}
+        tags = {
+            h[len("resourceTags/user:") :]: v
+            for h, v in zip(header, row, strict=True)
+            if h.startswith("resourceTags/user:") and v
+        }
+        categories = {
+            h[len("costCategory/") :]: v
+            for h, v in zip(header, row, strict=True)
+            if h.startswith("costCategory/") and v
+        }
         expected.append((row[header.index("identity/LineItemId")], tags, categories))
     got = {(r["identity_lineitemid"], r["resourcetags"], r["costcategory"]) for r in items.to_pylist()}
     assert {(i, json.dumps(t, sort_keys=True), json.dumps(c, sort_keys=True)) for i, t, c in expected} == {
@@ -303,8 +337,10 @@ def test_snake_case_headers_give_identical_parquet(nise_random: Path, tmp_path: 
     other = pq.read_table(line_items_dir(tmp_path / "snake", SCHEMA, "AWS", UUID, OCTOBER))
     assert legacy.schema == other.schema
     assert legacy.sort_by("identity_lineitemid").equals(other.sort_by("identity_lineitemid"))
-    for directory in (lambda out: daily_dir(out, SCHEMA, "AWS", UUID, OCTOBER),
-                      lambda out: summary_dir(out, aws.SUMMARY_TABLE, UUID, OCTOBER)):
+    for directory in (
+        lambda out: daily_dir(out, SCHEMA, "AWS", UUID, OCTOBER),
+        lambda out: summary_dir(out, aws.SUMMARY_TABLE, UUID, OCTOBER),
+    ):
         legacy_rows = _rows(pq.read_table(directory(tmp_path / "legacy")))
         assert legacy_rows == _rows(pq.read_table(directory(tmp_path / "snake")))
 
@@ -337,7 +373,7 @@ def test_missing_required_columns(nise_static: Path, tmp_path: Path) -> None:
 
         def drop(header: list[str], rows: list[list[str]], column: str = column) -> tuple[list[str], list[list[str]]]:
             i = header.index(column)
-            return header[:i] + header[i + 1:], [r[:i] + r[i + 1:] for r in rows]
+            return header[:i] + header[i + 1 :], [r[:i] + r[i + 1 :] for r in rows]
 
         _edit_report(bucket, drop)
         source = LocalCurReports(bucket)
@@ -425,8 +461,9 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         yield server
 
 
-def test_s3_source_with_role_assumption(moto: object, nise_random: Path, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_s3_source_with_role_assumption(
+    moto: object, nise_random: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The same report on S3 (below a prefix, keys as a real CUR lists them), read with an assumed role."""
     for name, value in moto.aws_env().items():  # type: ignore[attr-defined]
         monkeypatch.setenv(name, value)
@@ -440,11 +477,15 @@ def test_s3_source_with_role_assumption(moto: object, nise_random: Path, tmp_pat
             admin.put_object(Bucket="cur-bucket", Key=key, Body=json.dumps(doc).encode())
         elif path.is_file():
             admin.upload_file(str(path), "cur-bucket", key)
-    credentials = assume_role_credentials("arn:aws:iam::123456789012:role/cost", "ext-id", region="us-east-1",
-                                          endpoint_url=moto.endpoint_url)  # type: ignore[attr-defined]
+    credentials = assume_role_credentials(
+        "arn:aws:iam::123456789012:role/cost", "ext-id", region="us-east-1", endpoint_url=moto.endpoint_url
+    )  # type: ignore[attr-defined]
     assert credentials["aws_session_token"]
     client = boto3.session.Session().client(
-        "s3", region_name="us-east-1", endpoint_url=moto.endpoint_url, **credentials  # type: ignore[attr-defined]
+        "s3",
+        region_name="us-east-1",
+        endpoint_url=moto.endpoint_url,
+        **credentials,  # type: ignore[attr-defined]
     )
     source = S3ReportSource(client, "cur-bucket", prefix="reports")
     manifest = source.find_manifest(OCTOBER)
@@ -467,6 +508,8 @@ def test_rows_outside_month_are_counted(tmp_path: Path) -> None:
     from koku_dagster.reports.month_tables import rows_outside_month
 
     path = tmp_path / "s.parquet"
-    pq.write_table(pa.table({"usage_start": [date(2026, 9, 30), date(2026, 10, 1), date(2026, 10, 31), date(2026, 11, 1)]}), path)
+    pq.write_table(
+        pa.table({"usage_start": [date(2026, 9, 30), date(2026, 10, 1), date(2026, 10, 31), date(2026, 11, 1)]}), path
+    )
     assert rows_outside_month([path], "usage_start", date(2026, 10, 1)) == 2
     assert rows_outside_month([], "usage_start", date(2026, 10, 1)) == 0

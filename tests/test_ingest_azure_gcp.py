@@ -20,6 +20,7 @@ import pytest
 
 from koku_dagster.providers import azure, gcp
 from koku_dagster.providers.azure import LocalAzureExports
+from koku_dagster.providers.gcp import LocalGcpExports
 from koku_dagster.reports.errors import (
     CorruptReportError,
     IngestError,
@@ -27,7 +28,6 @@ from koku_dagster.reports.errors import (
     ReportFormatError,
     UnsafeReportPathError,
 )
-from koku_dagster.providers.gcp import LocalGcpExports
 from koku_dagster.reports.paths import daily_dir, line_items_dir, summary_dir
 
 OCTOBER = date(2026, 10, 1)

@@ -16,9 +16,9 @@ import pytest
 
 from koku_dagster.assets.ingest import INGEST_ASSETS, ManifestConfig
 from koku_dagster.resources import ApplicationDatabase
-from tests.resources import ingestion_resource, object_store_resource
 from koku_devtools.nise_reports import generate
 from tests.conftest import Harness
+from tests.resources import ingestion_resource, object_store_resource
 from tests.test_sensor import _tick
 
 MONTH = date(2026, 10, 1)
@@ -78,7 +78,9 @@ def _create(harness: Harness, kind: str, src: Path, name: str) -> tuple[str, Pat
     return row["koku_uuid"], target
 
 
-def _materialize(harness: Harness, instance: dg.DagsterInstance, uuid: str, *, force: bool = False) -> dg.ExecuteInJobResult:
+def _materialize(
+    harness: Harness, instance: dg.DagsterInstance, uuid: str, *, force: bool = False
+) -> dg.ExecuteInJobResult:
     instance.add_dynamic_partitions("providers", [uuid])
     return dg.materialize(
         INGEST_ASSETS,
@@ -137,12 +139,16 @@ def test_azure_event_to_summary_matches_the_raw_export(harness: Harness, nise_cl
         daily = result.asset_materializations_for_node("daily_line_items")[0].metadata
         assert daily["applies"].value is False  # Azure summaries read the line items
         cost, rows, outside = _summary(
-            harness, "reporting_azurecostentrylineitem_daily_summary", uuid,
+            harness,
+            "reporting_azurecostentrylineitem_daily_summary",
+            uuid,
             "sum(CAST(pretax_cost AS DECIMAL(38, 10))), count(*), count(*) FILTER (WHERE usage_start < DATE '2026-10-01' "
             "OR usage_start >= DATE '2026-11-01')",
         )
         assert abs(Decimal(cost) - _raw_azure_cost(storage)) < CENT and rows > 0 and outside == 0
-        manifest = [m for m in harness.table("reporting_common_costusagereportmanifest", "id") if m["provider_id"] == uuid]
+        manifest = [
+            m for m in harness.table("reporting_common_costusagereportmanifest", "id") if m["provider_id"] == uuid
+        ]
         assert len(manifest) == 1 and manifest[0]["completed_datetime"] is not None
         assert (harness.store.local_root / "data/csv/org1234567/Azure" / f"source={uuid}").is_dir()
 
@@ -152,7 +158,10 @@ def test_azure_event_to_summary_matches_the_raw_export(harness: Harness, nise_cl
         assert forced.success and _checks(forced) == ALL_PASSED
         assert _summary(harness, "reporting_azurecostentrylineitem_daily_summary", uuid, "count(*)")[0] == rows
         with duckdb.connect(str(harness.store.local_root / "warehouse.duckdb"), read_only=True) as view:
-            assert view.execute("SELECT count(*) FROM reporting_azurecostentrylineitem_daily_summary").fetchone()[0] == rows
+            assert (
+                view.execute("SELECT count(*) FROM reporting_azurecostentrylineitem_daily_summary").fetchone()[0]
+                == rows
+            )
 
 
 def test_gcp_event_to_summary_matches_the_raw_export(harness: Harness, nise_cloud: dict[str, Path]) -> None:
@@ -165,7 +174,9 @@ def test_gcp_event_to_summary_matches_the_raw_export(harness: Harness, nise_clou
         line_meta = result.asset_materializations_for_node("line_items")[0].metadata
         assert line_meta["dagster/row_count"].value == raw_rows
         cost, months = _summary(
-            harness, "reporting_gcpcostentrylineitem_daily_summary", uuid,
+            harness,
+            "reporting_gcpcostentrylineitem_daily_summary",
+            uuid,
             "sum(CAST(unblended_cost AS DECIMAL(38, 10))), list(DISTINCT invoice_month)",
         )
         assert abs(Decimal(cost) - total) < CENT and months == ["202610"]
@@ -186,9 +197,15 @@ def test_corrupt_azure_export_fails_its_partition_only(harness: Harness, nise_cl
         assert not failed.success
         failure = next(e for e in failed.all_events if e.event_type_value == "STEP_FAILURE")
         assert "costinbillingcurrency" in failure.event_specific_data.error.message.lower()
-        manifest = next(m for m in harness.table("reporting_common_costusagereportmanifest", "id") if m["provider_id"] == bad_uuid)
+        manifest = next(
+            m for m in harness.table("reporting_common_costusagereportmanifest", "id") if m["provider_id"] == bad_uuid
+        )
         assert "failed" in manifest["state"]["processing"]
-        statuses = [s for s in harness.table("reporting_common_costusagereportstatus", "id") if s["manifest_id"] == manifest["id"]]
+        statuses = [
+            s
+            for s in harness.table("reporting_common_costusagereportstatus", "id")
+            if s["manifest_id"] == manifest["id"]
+        ]
         assert statuses and all(s["status"] == 2 for s in statuses)
         assert _materialize(harness, instance, good_uuid).success
     assert json.dumps(harness.table("api_sources", "source_id"), default=str).count("unavailable") == 0

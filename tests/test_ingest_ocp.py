@@ -56,9 +56,23 @@ def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     upload.mkdir()
     nise = Path(sys.executable).with_name("nise")
     subprocess.run(
-        [str(nise), "report", "ocp", "-s", "2026-10-01", "-e", "2026-10-03", "--ocp-cluster-id", CLUSTER,
-         "--insights-upload", str(upload)],
-        cwd=scratch, check=True, capture_output=True, timeout=120,
+        [
+            str(nise),
+            "report",
+            "ocp",
+            "-s",
+            "2026-10-01",
+            "-e",
+            "2026-10-03",
+            "--ocp-cluster-id",
+            CLUSTER,
+            "--insights-upload",
+            str(upload),
+        ],
+        cwd=scratch,
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     (manifest,) = upload.glob(f"{CLUSTER}/*/manifest.json")
     return manifest.parent
@@ -148,16 +162,23 @@ def test_manifest_is_read_without_extracting(payload: Path, report_dir: Path) ->
 
 
 def test_month_end_rule() -> None:
-    doc = {"uuid": "u", "cluster_id": "c", "date": "2026-10-30T00:00:00+00:00", "files": [],
-           "start": "2026-10-30T00:00:00+00:00", "end": "2026-11-01T00:00:00+00:00"}
+    doc = {
+        "uuid": "u",
+        "cluster_id": "c",
+        "date": "2026-10-30T00:00:00+00:00",
+        "files": [],
+        "start": "2026-10-30T00:00:00+00:00",
+        "end": "2026-11-01T00:00:00+00:00",
+    }
     manifest = parse_manifest(doc)
     assert manifest.end is not None and manifest.end.date() == date(2026, 10, 31)
     assert manifest.months == (MONTH,)
 
 
 def _tarball(path: Path, members: list[tarfile.TarInfo], manifest_files: list[str] | None = None) -> Path:
-    manifest = json.dumps({"uuid": "u", "cluster_id": "c", "date": "2026-10-01T00:00:00+00:00",
-                           "files": manifest_files or []}).encode()
+    manifest = json.dumps(
+        {"uuid": "u", "cluster_id": "c", "date": "2026-10-01T00:00:00+00:00", "files": manifest_files or []}
+    ).encode()
     with tarfile.open(path, "w:gz") as tar:
         info = tarfile.TarInfo("manifest.json")
         info.size = len(manifest)
@@ -248,15 +269,26 @@ def test_corrupt_tarball(tmp_path: Path, payload: Path) -> None:
 
 def test_file_urls(tmp_path: Path, payload: Path) -> None:
     root = payload.parent
-    got = fetch_payload(payload.as_uri(), tmp_path / "a.tar.gz", max_bytes=1 << 30, timeout=5,
-                        allowed_file_roots=(root,))
+    got = fetch_payload(
+        payload.as_uri(), tmp_path / "a.tar.gz", max_bytes=1 << 30, timeout=5, allowed_file_roots=(root,)
+    )
     assert got.read_bytes() == payload.read_bytes()
     with pytest.raises(PayloadRefusedError):
-        fetch_payload(payload.as_uri(), tmp_path / "b.tar.gz", max_bytes=1 << 30, timeout=5,
-                      allowed_file_roots=(tmp_path / "elsewhere",))
+        fetch_payload(
+            payload.as_uri(),
+            tmp_path / "b.tar.gz",
+            max_bytes=1 << 30,
+            timeout=5,
+            allowed_file_roots=(tmp_path / "elsewhere",),
+        )
     with pytest.raises(PayloadRefusedError):
-        fetch_payload(f"file://{root}/../{root.name}/../../etc/passwd", tmp_path / "c", max_bytes=1 << 30,
-                      timeout=5, allowed_file_roots=(root,))
+        fetch_payload(
+            f"file://{root}/../{root.name}/../../etc/passwd",
+            tmp_path / "c",
+            max_bytes=1 << 30,
+            timeout=5,
+            allowed_file_roots=(root,),
+        )
     with pytest.raises(PayloadRefusedError):
         fetch_payload("ftp://example.com/p.tar.gz", tmp_path / "d", max_bytes=1, timeout=5, allowed_file_roots=())
     with pytest.raises(PayloadTooLargeError):
@@ -314,10 +346,14 @@ def test_summary_equals_raw_totals(tmp_path: Path, payload: Path, report_dir: Pa
     import duckdb
 
     summary = ocp.summary_dir(out, ocp.SUMMARY_TABLE, PROVIDER, MONTH)
-    labels, sources = duckdb.connect().execute(
-        f"SELECT any_value(pod_labels), list(DISTINCT data_source) FROM read_parquet('{summary}/*.parquet')"
-        " WHERE data_source = 'Pod' OR data_source = 'Storage'"
-    ).fetchone()
+    labels, sources = (
+        duckdb.connect()
+        .execute(
+            f"SELECT any_value(pod_labels), list(DISTINCT data_source) FROM read_parquet('{summary}/*.parquet')"
+            " WHERE data_source = 'Pod' OR data_source = 'Storage'"
+        )
+        .fetchone()
+    )
     assert not any(k.startswith("label_") for k in json.loads(labels)) and set(sources) == {"Pod", "Storage"}
     # re-running the same payload changes nothing
     again = _ingest(payload, out)
@@ -405,10 +441,15 @@ def test_each_partition_is_prepared_before_its_kept_files_are_read(tmp_path: Pat
     prepared: list[Path] = []
     day_one = _variant(report_dir, tmp_path / "day1.tar.gz", max_hour=24, day="2026-10-01")
     second = ocp.convert_payload(
-        *_extracted(day_one, tmp_path / "b"), schema=SCHEMA, provider_uuid=PROVIDER, out_root=out,
+        *_extracted(day_one, tmp_path / "b"),
+        schema=SCHEMA,
+        provider_uuid=PROVIDER,
+        out_root=out,
         prepare_partition=lambda p: (prepared.append(p), fetch(p)),
     )
-    assert {(d.day, d.outcome) for d in second.days if d.report_type == "pod_usage"} == {(date(2026, 10, 1), "replaced")}
+    assert {(d.day, d.outcome) for d in second.days if d.report_type == "pod_usage"} == {
+        (date(2026, 10, 1), "replaced")
+    }
     assert pod in prepared
     footers = [json.loads(pq.read_metadata(p).metadata[ocp.FOOTER_KEY]) for p in pod.glob("*.parquet")]
     assert sorted((f["day"], f["hours"]) for f in footers) == [("2026-10-01", 24), ("2026-10-02", 12)]
@@ -431,7 +472,7 @@ def test_unlisted_members_count_against_the_unpacked_limit(tmp_path: Path) -> No
 class _Trickle(http.server.BaseHTTPRequestHandler):
     """Promises a megabyte and sends a few bytes now and then: each read waits, none times out."""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Length", str(1 << 20))
         self.end_headers()
@@ -454,8 +495,9 @@ def test_a_trickling_download_is_cut_at_its_deadline(tmp_path: Path) -> None:
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/p.tar.gz?sig=secret"
         with pytest.raises(PayloadDownloadError, match="took longer than 0.6 s") as slow:
-            fetch_payload(url, tmp_path / "p.tar.gz", max_bytes=1 << 30, timeout=5, allowed_file_roots=(),
-                          max_seconds=0.6)
+            fetch_payload(
+                url, tmp_path / "p.tar.gz", max_bytes=1 << 30, timeout=5, allowed_file_roots=(), max_seconds=0.6
+            )
         assert "secret" not in str(slow.value) and not (tmp_path / "p.tar.gz").exists()
     finally:
         server.shutdown()

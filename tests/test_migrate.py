@@ -21,8 +21,8 @@ def test_upgrade_from_version_1_and_rerun(db_url: str) -> None:
 
 
 def test_cli_migrate(tmp_path, monkeypatch, capsys) -> None:
-    from koku_dagster.infra import settings
     from koku_dagster.cli import main
+    from koku_dagster.infra import settings
 
     monkeypatch.setenv("KOKU_HOME", str(tmp_path))
     settings.get_settings.cache_clear()

@@ -51,8 +51,9 @@ def _s3(seaweed: SeaweedS3, prefix: str) -> tuple[ObjectStore, callable]:
 
 
 @pytest.mark.parametrize("backend", ["local", "s3"])
-def test_retention_then_provider_deletion(backend: str, tmp_path: Path, request: pytest.FixtureRequest,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_retention_then_provider_deletion(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if backend == "local":
         store, listing = _local(tmp_path)
     else:

@@ -35,13 +35,13 @@ from koku_dagster.sensors.ocp_upload import ocp_upload_sensor
 from koku_dagster.uploads.announcements import BadAnnouncement, parse_announcement, shown_url
 from koku_dagster.uploads.intake import UPLOAD_GROUP
 from koku_dagster.uploads.processing import UploadLimits, _reason, process_upload
-from tests.resources import ingestion_resource, kafka_resource, object_store_resource
 from koku_devtools.nise_reports import OCP_CLUSTER_ID, generate
 from koku_devtools.payloads import build_payload, payload_folders
 from koku_devtools.platform_sources.admin import identity_header
 from koku_devtools.services import create_topics
 from koku_devtools.uploads import announce_payloads, announcement_body, produce_announcements
 from tests.conftest import Harness
+from tests.resources import ingestion_resource, kafka_resource, object_store_resource
 
 MONTH = date(2026, 10, 1)
 SCHEMA = "org1234567"
@@ -108,7 +108,11 @@ class World:
 
     def store_files(self) -> dict[str, int]:
         root = self.h.store.local_root / "data"
-        return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()} if root.exists() else {}
+        return (
+            {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()}
+            if root.exists()
+            else {}
+        )
 
 
 @pytest.fixture
@@ -139,10 +143,15 @@ def _raw_pod_cpu_seconds(folder: Path) -> Decimal:
 def _everything_logged(world: World, caplog: pytest.LogCaptureFixture, run_ids: list[str]) -> str:
     """Captured logs, the runs' Dagster events, and the tables ingestion writes (but the stored URL)."""
     events = [e for run_id in run_ids for e in world.instance.all_logs(run_id)]
-    tables = [world.h.table(name, order_by) for name, order_by in (
-        ("ocp_payload_upload", "id"), ("sources_rejected_message", "id"),
-        ("reporting_common_costusagereportmanifest", "id"), ("reporting_common_costusagereportstatus", "id"),
-    )]
+    tables = [
+        world.h.table(name, order_by)
+        for name, order_by in (
+            ("ocp_payload_upload", "id"),
+            ("sources_rejected_message", "id"),
+            ("reporting_common_costusagereportmanifest", "id"),
+            ("reporting_common_costusagereportstatus", "id"),
+        )
+    ]
     urls = [row.pop("url") for row in tables[0]]
     assert not any(IDENTITY in url for url in urls)
     return "\n".join([caplog.text, *(repr(e) for e in events), repr(tables)])
@@ -168,7 +177,10 @@ def test_announcement_to_line_items_validation_and_summary_requests(
     assert event.metadata["messages_read"].value == 4
     assert event.metadata["messages_ignored"].value == 1 and event.metadata["messages_rejected"].value == 2
     rejected = world.h.table("sources_rejected_message", "offset")
-    assert [(r["offset"], r["reason"]) for r in rejected] == [(0, "message body is not JSON"), (3, "request_id is not a string")]
+    assert [(r["offset"], r["reason"]) for r in rejected] == [
+        (0, "message body is not JSON"),
+        (3, "request_id is not a string"),
+    ]
     with BatchConsumer(world.h.broker.bootstrap, world.upload_topic, UPLOAD_GROUP) as consumer:
         assert consumer.committed([0]) == {0: 4}  # offsets committed after the rows
     assert [r["request_id"] for r in world.h.table("ocp_payload_upload", "id")] == ["req-1"]
@@ -204,21 +216,34 @@ def test_announcement_to_line_items_validation_and_summary_requests(
     assert summary.partition_key == mat.partition
     assert {k.to_user_string() for k in summary.asset_selection or []} == {"daily_line_items", "daily_summary"}
     summarised = dg.materialize(
-        [daily_line_items, daily_summary], partition_key=summary.partition_key, resources=world.resources(),
-        instance=world.instance, raise_on_error=False,
+        [daily_line_items, daily_summary],
+        partition_key=summary.partition_key,
+        resources=world.resources(),
+        instance=world.instance,
+        raise_on_error=False,
     )
     assert summarised.success
     assert {c.check_name: c.passed for c in summarised.get_asset_check_evaluations()} == {
-        "summary_totals_match_raw": True, "no_rows_outside_month": True, "row_counts_consistent": True,
+        "summary_totals_match_raw": True,
+        "no_rows_outside_month": True,
+        "row_counts_consistent": True,
     }
     summary_files = sorted(
-        (root / "data/summary/reporting_ocpusagelineitem_daily_summary" / f"source={world.provider_uuid}"
-         / "year=2026/month=10").glob("*.parquet")
+        (
+            root
+            / "data/summary/reporting_ocpusagelineitem_daily_summary"
+            / f"source={world.provider_uuid}"
+            / "year=2026/month=10"
+        ).glob("*.parquet")
     )
-    cpu_hours, clusters = duckdb.connect().execute(
-        "SELECT sum(pod_usage_cpu_core_hours), list(DISTINCT cluster_id) FROM read_parquet(?)",
-        [[str(f) for f in summary_files]],
-    ).fetchone()
+    cpu_hours, clusters = (
+        duckdb.connect()
+        .execute(
+            "SELECT sum(pod_usage_cpu_core_hours), list(DISTINCT cluster_id) FROM read_parquet(?)",
+            [[str(f) for f in summary_files]],
+        )
+        .fetchone()
+    )
     assert clusters == [OCP_CLUSTER_ID]
     assert abs(Decimal(str(cpu_hours)) - _raw_pod_cpu_seconds(nise_ocp) / 3600) < Decimal("0.000001")
     assert world.h.table("reporting_common_costusagereportmanifest", "id")[0]["completed_datetime"] is not None
@@ -286,7 +311,8 @@ def test_failures_are_recorded_answered_and_touch_nothing_else(
         "corrupt": (buckets / "corrupt.tar.gz").as_uri(),
         "missing-file": _tarball(
             buckets / "missing.tar.gz", {"manifest.json": json.dumps(doc | {"files": ["absent.csv"]}).encode()}
-        ).as_uri() + SIGNED,
+        ).as_uri()
+        + SIGNED,
         "outside-roots": shutil.copy(good, outside / "good.tar.gz").as_uri() + SIGNED,
         "oversized": good.as_uri(),
     }
@@ -301,10 +327,16 @@ def test_failures_are_recorded_answered_and_touch_nothing_else(
     runs = [world.run(requests[rid]) for rid in ("unknown-cluster", "corrupt", "missing-file", "outside-roots")]
     assert not any(r.success for r in runs)
     failure = runs[0].get_step_failure_events()[0]
-    assert "no OpenShift provider is known for cluster 'someone-elses-cluster'" in str(failure.event_specific_data.error)
+    assert "no OpenShift provider is known for cluster 'someone-elses-cluster'" in str(
+        failure.event_specific_data.error
+    )
     # Oversized, processed by the core directly with a small limit (no validation sent by it).
     outcome = process_upload(
-        world.h.engine, "oversized", object_store=world.h.store, allowed_roots=(buckets,), work_dir=tmp_path / "work",
+        world.h.engine,
+        "oversized",
+        object_store=world.h.store,
+        allowed_roots=(buckets,),
+        work_dir=tmp_path / "work",
         limits=UploadLimits(max_payload_bytes=1024),
     )
     assert not outcome.succeeded and not outcome.upload.validation_sent
@@ -314,8 +346,13 @@ def test_failures_are_recorded_answered_and_touch_nothing_else(
     assert all(world.upload(rid)["state"] == "failure" for rid in urls if rid != "good")
     assert reasons["unknown-cluster"].startswith("ClusterNotFoundError: no OpenShift provider")
     assert reasons["corrupt"].startswith("CorruptPayloadError:")
-    assert reasons["missing-file"] == "ReportFileMissingError: report file listed in the manifest is missing: absent.csv"
-    assert reasons["outside-roots"].startswith("PayloadRefusedError:") and "outside the allowed" in reasons["outside-roots"]
+    assert (
+        reasons["missing-file"] == "ReportFileMissingError: report file listed in the manifest is missing: absent.csv"
+    )
+    assert (
+        reasons["outside-roots"].startswith("PayloadRefusedError:")
+        and "outside the allowed" in reasons["outside-roots"]
+    )
     assert reasons["oversized"].startswith("PayloadTooLargeError:")
     assert world.upload("unknown-cluster")["cluster_id"] == "someone-elses-cluster"
     # Nothing else touched: the store and the manifests are as the good payload left them.
@@ -363,11 +400,19 @@ HCCM = [("service", b"hccm")]
         (json.dumps({"request_id": "r", "org_id": "1"}).encode(), "url is missing"),
         (json.dumps({"request_id": "r", "org_id": 1, "url": "u"}).encode(), "org_id is not a string"),
         (json.dumps({"request_id": "r", "org_id": "1", "url": "u", "account": 5}).encode(), "account is not a string"),
-        (json.dumps({"request_id": "r" * 300, "org_id": "1", "url": "u"}).encode(), "request_id is longer than 255 characters"),
+        (
+            json.dumps({"request_id": "r" * 300, "org_id": "1", "url": "u"}).encode(),
+            "request_id is longer than 255 characters",
+        ),
         (json.dumps({"request_id": " ", "org_id": "1", "url": "u"}).encode(), "request_id is empty"),
-        (b'{"request_id": "r", "org_id": "1", "url": "u", "account": "\\ud800"}',
-         "account holds control or unencodable characters"),
-        (b'{"request_id": "r", "org_id": "1", "url": "file:///x\\u0000y"}', "url holds control or unencodable characters"),
+        (
+            b'{"request_id": "r", "org_id": "1", "url": "u", "account": "\\ud800"}',
+            "account holds control or unencodable characters",
+        ),
+        (
+            b'{"request_id": "r", "org_id": "1", "url": "file:///x\\u0000y"}',
+            "url holds control or unencodable characters",
+        ),
         (b"[" * 100_000, "message body is not JSON"),
     ],
 )
@@ -378,7 +423,12 @@ def test_malformed_announcements_are_poison(value: bytes, reason: str) -> None:
 
 
 def test_announcement_fields_and_services() -> None:
-    body = {"request_id": "r1", "org_id": "42", "url": "https://u:p@host:8443/p.tar.gz" + SIGNED, "b64_identity": IDENTITY}
+    body = {
+        "request_id": "r1",
+        "org_id": "42",
+        "url": "https://u:p@host:8443/p.tar.gz" + SIGNED,
+        "b64_identity": IDENTITY,
+    }
     value = json.dumps(body).encode()
     assert parse_announcement(POS, [("service", b"advisor")], value) is None
     assert parse_announcement(POS, None, b"{bad") is None  # other services are not even parsed
@@ -440,7 +490,9 @@ def test_runs_that_end_without_an_outcome_are_asked_again_then_the_upload_fails(
     def dead_run(cancel: bool) -> None:
         """A run of the upload that ended without recording anything (killed, cancelled)."""
         run = world.instance.create_run_for_job(
-            ocp_payload_ingest, run_config=first.run_config, tags={REQUEST_ID_TAG: "lost"},
+            ocp_payload_ingest,
+            run_config=first.run_config,
+            tags={REQUEST_ID_TAG: "lost"},
             status=dg.DagsterRunStatus.STARTED,
         )
         (world.instance.report_run_canceled if cancel else world.instance.report_run_failed)(run)

@@ -45,7 +45,11 @@ def test_currently_processing(polled, updated, created, expected) -> None:
 def _add(conn: sa.Connection, uuid: str, type_: str = "AWS", **values: object) -> None:
     conn.execute(
         sa.insert(provider).values(
-            uuid=uuid, name=uuid, type=type_, customer_id=1, created_timestamp=values.pop("created", NOW - 30 * DAY),
+            uuid=uuid,
+            name=uuid,
+            type=type_,
+            customer_id=1,
+            created_timestamp=values.pop("created", NOW - 30 * DAY),
             **values,
         )
     )
@@ -54,7 +58,9 @@ def _add(conn: sa.Connection, uuid: str, type_: str = "AWS", **values: object) -
 def test_polling_batch_rules(db_url: str) -> None:
     engine = get_engine(db_url)
     with engine.begin() as conn:
-        conn.execute(sa.insert(customer).values(id=1, org_id="1", schema_name="org1", date_created=NOW, date_updated=NOW))
+        conn.execute(
+            sa.insert(customer).values(id=1, org_id="1", schema_name="org1", date_created=NOW, date_updated=NOW)
+        )
         _add(conn, "a-never")
         _add(conn, "b-old", polling_timestamp=NOW - 2 * DAY, data_updated_timestamp=NOW - 9 * DAY)
         _add(conn, "c-recent", polling_timestamp=NOW - timedelta(hours=1))
@@ -77,7 +83,9 @@ def test_polling_batch_rules(db_url: str) -> None:
 def test_polling_batch_spreads_many_providers_over_the_day(db_url: str) -> None:
     engine = get_engine(db_url)
     with engine.begin() as conn:
-        conn.execute(sa.insert(customer).values(id=1, org_id="1", schema_name="org1", date_created=NOW, date_updated=NOW))
+        conn.execute(
+            sa.insert(customer).values(id=1, org_id="1", schema_name="org1", date_created=NOW, date_updated=NOW)
+        )
         for i in range(50):
             _add(conn, f"p{i:02d}")
     first = take_polling_batch(engine, NOW, 86400)
@@ -94,9 +102,13 @@ def test_polling_schedule_requests_one_run_per_due_provider_month(db_url: str) -
 
     engine = get_engine(db_url)
     with engine.begin() as conn:
-        conn.execute(sa.insert(customer).values(id=1, org_id="1", schema_name="org1", date_created=NOW, date_updated=NOW))
+        conn.execute(
+            sa.insert(customer).values(id=1, org_id="1", schema_name="org1", date_created=NOW, date_updated=NOW)
+        )
         _add(conn, "a-new")
-        _add(conn, "b-setup", setup_complete=True, polling_timestamp=NOW - 2 * DAY, data_updated_timestamp=NOW - 9 * DAY)
+        _add(
+            conn, "b-setup", setup_complete=True, polling_timestamp=NOW - 2 * DAY, data_updated_timestamp=NOW - 9 * DAY
+        )
         _add(conn, "c-ocp", "OCP")
     resources = {
         "app_db": ApplicationDatabase(database_url=db_url),
@@ -107,8 +119,16 @@ def test_polling_schedule_requests_one_run_per_due_provider_month(db_url: str) -
         requests = report_polling_schedule(context)
         keys = sorted(str(r.partition_key) for r in requests)
         assert keys == [
-            "2026-09-01|a-new", "2026-10-01|a-new", "2026-10-01|b-setup", "2026-11-01|a-new", "2026-11-01|b-setup"
+            "2026-09-01|a-new",
+            "2026-10-01|a-new",
+            "2026-10-01|b-setup",
+            "2026-11-01|a-new",
+            "2026-11-01|b-setup",
         ]
         assert all(r.run_key and r.run_key.startswith("poll:") for r in requests)
-        again = report_polling_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=NOW + timedelta(hours=1), resources=resources))
+        again = report_polling_schedule(
+            dg.build_schedule_context(
+                instance=instance, scheduled_execution_time=NOW + timedelta(hours=1), resources=resources
+            )
+        )
         assert isinstance(again, dg.SkipReason)

@@ -8,8 +8,8 @@ from koku_dagster.assets.partitions import providers_partitions
 from koku_dagster.definitions import defs
 from koku_dagster.resources import ApplicationDatabase
 from koku_dagster.sensors.platform_sources import platform_sources_sensor
-from tests.resources import ingestion_resource, kafka_resource, object_store_resource, platform_sources_resource
 from tests.conftest import Harness
+from tests.resources import ingestion_resource, kafka_resource, object_store_resource, platform_sources_resource
 
 SECRET = "sensor-test-client-secret"
 
@@ -61,9 +61,15 @@ def test_sensor_adds_and_deletes_provider_partitions_and_reports_records(harness
     storage.mkdir()
     aws_dir = harness.buckets / "aws"
     aws_dir.mkdir()
-    aws = harness.admin.create_cost_source("aws-local", "AWS", bucket=str(aws_dir), uid="0b6c0f8e-1111-4e5e-9d9e-000000000001")
+    aws = harness.admin.create_cost_source(
+        "aws-local", "AWS", bucket=str(aws_dir), uid="0b6c0f8e-1111-4e5e-9d9e-000000000001"
+    )
     harness.admin.create_cost_source(
-        "azure-local", "Azure", storage_account=str(storage), resource_group="rg", client_secret=SECRET,
+        "azure-local",
+        "Azure",
+        storage_account=str(storage),
+        resource_group="rg",
+        client_secret=SECRET,
         uid="0b6c0f8e-1111-4e5e-9d9e-000000000002",
     )
     with dg.instance_for_test() as instance:

@@ -101,9 +101,7 @@ def test_tansu_produce_consume_and_commit_roundtrip(broker: TansuBroker) -> None
     consumer.assign([TopicPartition(topic, 0, 0), TopicPartition(topic, 1, 0)])
     values = _poll_values(consumer, 6)
     assert sorted(values) == [f"m{i}".encode() for i in range(6)]
-    consumer.commit(
-        offsets=[TopicPartition(topic, 0, 3), TopicPartition(topic, 1, 2)], asynchronous=False
-    )
+    consumer.commit(offsets=[TopicPartition(topic, 0, 3), TopicPartition(topic, 1, 2)], asynchronous=False)
     consumer.close()
 
     fresh = Consumer(kafka_consumer_config(broker.bootstrap, "g-assign"))
@@ -185,9 +183,7 @@ def test_processes_do_not_outlive_python(tmp_path: Path) -> None:
         "b = TansuBroker(workdir=Path(sys.argv[1])).start()\n"
         "print(b.pid, flush=True)\n"  # exits without stop(): the atexit hook must clean up
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60
-    )
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     pid = int(out.stdout.split()[0])
     assert not _pid_alive(pid)

@@ -85,7 +85,10 @@ def test_a_bad_setting_stops_the_code_location_from_loading(tmp_path: Path) -> N
     validate = Path(sys.executable).with_name("dagster")
     done = subprocess.run(
         [str(validate), "definitions", "validate", "-m", "koku_dagster.definitions"],
-        env=env, capture_output=True, text=True, timeout=240,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert done.returncode != 0
     assert "KOKU_RETAIN_NUM_MONTHS must be at least 1" in done.stdout + done.stderr

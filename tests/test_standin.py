@@ -45,8 +45,9 @@ def admin(server: StandInServer) -> Iterator[StandInAdmin]:
 
 
 def get(server: StandInServer, path: str, headers: dict[str, str] | None = None, **params: Any) -> requests.Response:
-    return requests.get(f"{server.url}{path}", params=params or None, headers=READ if headers is None else headers,
-                        timeout=5)
+    return requests.get(
+        f"{server.url}{path}", params=params or None, headers=READ if headers is None else headers, timeout=5
+    )
 
 
 def decode_identity(value: str) -> dict[str, Any]:
@@ -55,8 +56,9 @@ def decode_identity(value: str) -> dict[str, Any]:
 
 def test_health_and_seeded_types(server: StandInServer) -> None:
     assert requests.get(f"{server.url}/health", timeout=5).text == "OK"
-    body = get(server, f"{API}/application_types", headers={},
-               **{"filter[name]": "/insights/platform/cost-management"}).json()
+    body = get(
+        server, f"{API}/application_types", headers={}, **{"filter[name]": "/insights/platform/cost-management"}
+    ).json()
     assert [t["id"] for t in body["data"]] == ["2"]
     cost = body["data"][0]
     assert {"amazon", "azure", "google", "openshift", "amazon-local", "azure-local", "google-local"} <= set(
@@ -65,7 +67,15 @@ def test_health_and_seeded_types(server: StandInServer) -> None:
     assert cost["supported_authentication_types"]["azure-local"] == ["tenant_id_client_id_client_secret"]
     names = {t["id"]: t["name"] for t in get(server, "/api/sources/v3.1/source_types", headers={}).json()["data"]}
     assert [names[str(i)] for i in range(1, 10)] == [
-        "openshift", "amazon", "azure", "google", "ibm", "satellite", "amazon-local", "azure-local", "google-local",
+        "openshift",
+        "amazon",
+        "azure",
+        "google",
+        "ibm",
+        "satellite",
+        "amazon-local",
+        "azure-local",
+        "google-local",
     ]
     only = get(server, "/api/sources/v3/source_types", headers={}, **{"filter[id]": "7"}).json()
     assert [t["name"] for t in only["data"]] == ["amazon-local"]
@@ -175,8 +185,9 @@ def test_psk_and_write_authorization(server: StandInServer) -> None:
     with pytest.raises(AdminError) as err:
         wrong.request("POST", "sources", body)
     assert err.value.status == 401 and err.value.detail == "Unauthorized Action: Incorrect PSK"
-    headers_only = requests.post(f"{server.url}{API}/sources", json=body, timeout=5,
-                                 headers={"x-rh-sources-org-id": ORG})
+    headers_only = requests.post(
+        f"{server.url}{API}/sources", json=body, timeout=5, headers={"x-rh-sources-org-id": ORG}
+    )
     assert headers_only.status_code == 401
     assert headers_only.json()["errors"][0]["detail"] == "Unauthorized Action: Missing RBAC permissions"
     identity_only = StandInAdmin(server.url, org_id=ORG, account=ACCOUNT, psk=None)
@@ -205,17 +216,30 @@ def test_password_only_from_internal_endpoint(server: StandInServer, admin: Stan
 
 def test_azure_event_sequence(server: StandInServer, admin: StandInAdmin) -> None:
     created = admin.create_cost_source(
-        "azure", "Azure prod", resource_group="rg", storage_account="sa", subscription_id="sub-1",
-        client_id="client-1", client_secret="secret-1", tenant_id="tenant-1",
+        "azure",
+        "Azure prod",
+        resource_group="rg",
+        storage_account="sa",
+        subscription_id="sub-1",
+        client_id="client-1",
+        client_secret="secret-1",
+        tenant_id="tenant-1",
     )
     sid, app_id = int(created["source"]["id"]), int(created["application"]["id"])
     auth_id = created["authentication"]["id"]
     assert [e.event_type for e in server.events] == [
-        "Source.create", "Application.create", "Authentication.create", "ApplicationAuthentication.create",
+        "Source.create",
+        "Application.create",
+        "Authentication.create",
+        "ApplicationAuthentication.create",
     ]
     for event in server.events:
         assert list(event.headers) == [
-            "x-rh-sources-account-number", "x-rh-sources-org-id", "x-rh-identity", "event_type", "encoding",
+            "x-rh-sources-account-number",
+            "x-rh-sources-org-id",
+            "x-rh-identity",
+            "event_type",
+            "encoding",
         ]
         assert event.headers["x-rh-sources-account-number"] == ACCOUNT
         assert event.headers["x-rh-sources-org-id"] == ORG
@@ -227,17 +251,27 @@ def test_azure_event_sequence(server: StandInServer, admin: StandInAdmin) -> Non
     assert source["id"] == sid and source["source_type_id"] == 3 and source["tenant"] == ""
     assert EVENT_TIME.match(source["created_at"]) and source["paused_at"] is None
     assert app == {
-        "id": app_id, "created_at": app["created_at"], "updated_at": app["updated_at"], "paused_at": None,
-        "availability_status": "in_progress", "last_checked_at": None, "last_available_at": None,
+        "id": app_id,
+        "created_at": app["created_at"],
+        "updated_at": app["updated_at"],
+        "paused_at": None,
+        "availability_status": "in_progress",
+        "last_checked_at": None,
+        "last_available_at": None,
         "availability_status_error": None,
         "extra": {"resource_group": "rg", "storage_account": "sa", "subscription_id": "sub-1"},
-        "superkey_data": None, "source_id": sid, "application_type_id": 2, "tenant": ACCOUNT,
+        "superkey_data": None,
+        "source_id": sid,
+        "application_type_id": 2,
+        "tenant": ACCOUNT,
     }
     assert EVENT_TIME.match(app["created_at"])
     assert auth["id"] == auth_id and isinstance(auth["id"], str)
     assert auth["created_at"] == "0001-01-01T00:00:00Z" and auth["version"] == ""
     assert (auth["authtype"], auth["username"], auth["resource_type"]) == (
-        "tenant_id_client_id_client_secret", "client-1", "Application",
+        "tenant_id_client_id_client_secret",
+        "client-1",
+        "Application",
     )
     assert (auth["resource_id"], auth["source_id"]) == (app_id, sid)
     assert auth["extra"] == {"azure": {"tenant_id": "tenant-1"}} and "password" not in auth
@@ -250,7 +284,8 @@ def test_header_only_caller_gets_generated_identity(server: StandInServer) -> No
     (event,) = server.events
     assert list(event.headers) == ["x-rh-sources-org-id", "x-rh-identity", "event_type", "encoding"]
     assert decode_identity(event.headers["x-rh-identity"]) == {
-        "identity": {"org_id": ORG, "internal": {"org_id": ""}, "type": "System"}, "entitlements": None,
+        "identity": {"org_id": ORG, "internal": {"org_id": ""}, "type": "System"},
+        "entitlements": None,
     }
 
 
@@ -295,7 +330,10 @@ def test_status_patch_extra_and_cascade(server: StandInServer, admin: StandInAdm
     server.events.clear()
     admin.delete_source(sid)
     assert [e.event_type for e in server.events] == [
-        "ApplicationAuthentication.destroy", "Application.destroy", "Source.destroy", "Authentication.destroy",
+        "ApplicationAuthentication.destroy",
+        "Application.destroy",
+        "Source.destroy",
+        "Authentication.destroy",
     ]
     assert all(e.body["tenant"] == ACCOUNT for e in server.events)
     assert get(server, f"{API}/sources/{sid}").status_code == 404
@@ -308,12 +346,17 @@ def test_pause_events_and_application_delete(server: StandInServer, admin: Stand
     admin.pause_source(created["source"]["id"])
     admin.unpause_source(created["source"]["id"])
     assert [e.event_type for e in server.events] == [
-        "Source.pause", "Application.pause", "Source.unpause", "Application.unpause",
+        "Source.pause",
+        "Application.pause",
+        "Source.unpause",
+        "Application.unpause",
     ]
     server.events.clear()
     admin.delete_application(created["application"]["id"])
     assert [e.event_type for e in server.events] == [
-        "ApplicationAuthentication.destroy", "Application.destroy", "Authentication.destroy",
+        "ApplicationAuthentication.destroy",
+        "Application.destroy",
+        "Authentication.destroy",
     ]
     assert get(server, f"{API}/sources/{created['source']['id']}").ok
 
@@ -358,7 +401,10 @@ def test_command_line_serves_until_sigterm() -> None:
     env = {**os.environ, "PYTHONPATH": str(root)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "koku_devtools.platform_sources", "--port", str(port), "--log-level", "WARNING"],
-        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 10

@@ -23,14 +23,20 @@ def test_refresh_while_an_analyst_holds_the_catalog_open(tmp_path: Path) -> None
     assert refresh_views(warehouse, tmp_path) == ["table_a"]
 
     holder = subprocess.Popen(  # another process keeps a read-only connection, as the README shows
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys, duckdb
             con = duckdb.connect({str(warehouse)!r}, read_only=True)
             print(con.execute("SELECT sum(cost) FROM table_a").fetchone()[0], flush=True)
             sys.stdin.readline()
             print(con.execute("SELECT sum(cost) FROM table_a").fetchone()[0], flush=True)
-        """)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdin is not None

@@ -62,8 +62,16 @@ def _fresh_home(settings: Settings) -> Path:
 def _start_dagster(home: Path, dagster_home: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ, KOKU_HOME=str(home), DAGSTER_HOME=str(dagster_home))
     return subprocess.Popen(
-        [str(Path(sys.executable).with_name("dagster")), "dev", "-w", str(REPO / "workspace.yaml"),
-         "-h", "127.0.0.1", "-p", "3000"],
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            "dev",
+            "-w",
+            str(REPO / "workspace.yaml"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "3000",
+        ],
         cwd=dagster_home,  # its dagster.yaml is the repository's copy
         env=env,
         start_new_session=True,

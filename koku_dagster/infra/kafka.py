@@ -17,7 +17,6 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from koku_dagster.infra.settings import KafkaSecurity
 
-
 log = logging.getLogger(__name__)
 
 

@@ -115,7 +115,9 @@ class ObjectStore:
         client = self.s3_client()
         marker = f"/source={provider_uuid}/"
         removed = 0
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/data/" if prefix else "data/")
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=f"{prefix}/data/" if prefix else "data/"
+        )
         for page in pages:
             keys = [{"Key": o["Key"]} for o in page.get("Contents", []) if marker in o["Key"] and wanted(o["Key"])]
             for start in range(0, len(keys), 1000):

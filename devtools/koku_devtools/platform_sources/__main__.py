@@ -14,24 +14,42 @@ from koku_devtools.platform_sources.server import StandInServer
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m koku_devtools.platform_sources",
-                                     description="Stand-in Platform Sources service (development only).")
+    parser = argparse.ArgumentParser(
+        prog="python -m koku_devtools.platform_sources",
+        description="Stand-in Platform Sources service (development only).",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--kafka", default=None, help="bootstrap servers; events are only kept in memory without")
     parser.add_argument("--topic", default=DEFAULT_TOPIC)
     parser.add_argument("--psk", default="sources-psk", help="accepted pre-shared key(s), comma-separated")
     parser.add_argument("--log-level", default="INFO")
-    parser.add_argument("--publish-async", action="store_true",
-                        help="do not wait for Kafka to take each write's events before answering")
-    parser.add_argument("--latency-ms", type=float, default=0.0,
-                        help="delay every API answer by this much (also POST /_standin/latency {\"ms\": N})")
-    parser.add_argument("--request-log-limit", type=int, default=None,
-                        help="keep only the latest N requests in memory (default: all)")
-    parser.add_argument("--keep-alive-seconds", type=float, default=KEEP_ALIVE_SECONDS,
-                        help="close a kept-alive connection idle this long (default %(default)s)")
-    parser.add_argument("--listen-backlog", type=int, default=LISTEN_BACKLOG,
-                        help="connections queued before they are accepted (default %(default)s)")
+    parser.add_argument(
+        "--publish-async",
+        action="store_true",
+        help="do not wait for Kafka to take each write's events before answering",
+    )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help='delay every API answer by this much (also POST /_standin/latency {"ms": N})',
+    )
+    parser.add_argument(
+        "--request-log-limit", type=int, default=None, help="keep only the latest N requests in memory (default: all)"
+    )
+    parser.add_argument(
+        "--keep-alive-seconds",
+        type=float,
+        default=KEEP_ALIVE_SECONDS,
+        help="close a kept-alive connection idle this long (default %(default)s)",
+    )
+    parser.add_argument(
+        "--listen-backlog",
+        type=int,
+        default=LISTEN_BACKLOG,
+        help="connections queued before they are accepted (default %(default)s)",
+    )
     return parser.parse_args(argv)
 
 

@@ -284,9 +284,7 @@ class StandInAdmin:
         """PATCH applications/:id with a whole new ``extra``."""
         return self.request("PATCH", f"applications/{application_id}", {"extra": extra})
 
-    def set_application_status(
-        self, application_id: int | str, status: str, error: str = ""
-    ) -> dict[str, Any]:
+    def set_application_status(self, application_id: int | str, status: str, error: str = "") -> dict[str, Any]:
         """PATCH applications/:id availability status, as an application would."""
         body = {"availability_status": status, "availability_status_error": error}
         return self.request("PATCH", f"applications/{application_id}", body)

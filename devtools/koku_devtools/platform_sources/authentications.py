@@ -262,8 +262,10 @@ def create_application_authentication(
             raise bad_request("application not found")
         if auth is None or auth.tenant_id != tenant.id:
             raise bad_request("authentication not found")
-        if any(x.application_id == app_id and x.authentication_id == auth_id
-               for x in store.application_authentications.values()):
+        if any(
+            x.application_id == app_id and x.authentication_id == auth_id
+            for x in store.application_authentications.values()
+        ):
             raise bad_request("application authentication already exists")
         now = utcnow()
         link_id = store.new_id("application_authentication")

@@ -22,8 +22,18 @@ from koku_devtools.platform_sources.tenants import Tenant
 if TYPE_CHECKING:
     from koku_devtools.platform_sources.store import Store
 
-_WRITABLE_FIELDS = ("role", "port", "default", "scheme", "host", "path", "verify_ssl",
-                    "certificate_authority", "receptor_node", "availability_status_error")
+_WRITABLE_FIELDS = (
+    "role",
+    "port",
+    "default",
+    "scheme",
+    "host",
+    "path",
+    "verify_ssl",
+    "certificate_authority",
+    "receptor_node",
+    "availability_status_error",
+)
 
 
 @dataclass
@@ -153,8 +163,11 @@ def delete_endpoint(store: Store, tenant: Tenant, endpoint_id: int) -> list[Even
         endpoint = store.endpoint(tenant, endpoint_id)
         account = tenant.external_tenant
         auths = sorted(
-            (a for a in store.authentications.values()
-             if a.resource_type == "Endpoint" and a.resource_id == endpoint.id),
+            (
+                a
+                for a in store.authentications.values()
+                if a.resource_type == "Endpoint" and a.resource_id == endpoint.id
+            ),
             key=lambda a: a.id,
         )
         events: list[Event] = [("Endpoint.destroy", endpoint_event(endpoint, account))]

@@ -247,8 +247,9 @@ def delete_authentication(store: Store, call: Call) -> Reply:
 def internal_authentication(store: Store, call: Call) -> Reply:
     """The internal form, with the password when ``expose_encrypted_attribute[]=password`` asks for it."""
     auth = store.authentication(call.owner, call.id)
-    exposed = any(re.findall(r"\w+", k)[:1] == ["expose_encrypted_attribute"] and v == "password"
-                  for k, v in call.query)
+    exposed = any(
+        re.findall(r"\w+", k)[:1] == ["expose_encrypted_attribute"] and v == "password" for k, v in call.query
+    )
     return Reply(200, render_authentication_internal(auth) if exposed else render_authentication(auth))
 
 
@@ -325,7 +326,11 @@ def internal_sources(store: Store, call: Call) -> Reply:
 
     def render(s: Any) -> dict[str, Any]:
         tenant = store.tenants[s.tenant_id]
-        return {"id": str(s.id), "availability_status": s.availability_status or "",
-                "tenant": tenant.external_tenant, "org_id": tenant.org_id}
+        return {
+            "id": str(s.id),
+            "availability_status": s.availability_status or "",
+            "tenant": tenant.external_tenant,
+            "org_id": tenant.org_id,
+        }
 
     return _collection(store, call, "sources", rows, render)

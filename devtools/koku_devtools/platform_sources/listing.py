@@ -31,9 +31,7 @@ FILTER_COLUMNS: dict[str, frozenset[str]] = {
         "id name authtype username availability_status last_checked_at last_available_at"
         " availability_status_error source_id resource_type resource_id"
     ),
-    "application_authentications": _words(
-        "id created_at updated_at paused_at application_id authentication_id"
-    ),
+    "application_authentications": _words("id created_at updated_at paused_at application_id authentication_id"),
     "endpoints": _words(
         "id created_at updated_at paused_at role port default scheme host path verify_ssl"
         " certificate_authority receptor_node availability_status last_checked_at last_available_at"
@@ -43,9 +41,7 @@ FILTER_COLUMNS: dict[str, frozenset[str]] = {
         "id created_at updated_at name display_name dependent_applications supported_source_types"
         " supported_authentication_types resource_ownership"
     ),
-    "source_types": _words(
-        "id created_at updated_at category name product_name vendor icon_url schema"
-    ),
+    "source_types": _words("id created_at updated_at category name product_name vendor icon_url schema"),
 }
 OPERATORS = _words(
     "eq not_eq gt gte lt lte nil not_nil contains starts_with ends_with eq_i not_eq_i contains_i"

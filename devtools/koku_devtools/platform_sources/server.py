@@ -146,7 +146,9 @@ class StandInServer:
         self.port = httpd.server_address[1]
         self._httpd = httpd
         self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"standin-sources-{self.port}",
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"standin-sources-{self.port}",
             daemon=True,
         )
         self._thread.start()
@@ -299,9 +301,11 @@ class StandInServer:
             return 204, JSON, b""
         if name == "events" and method == "GET":
             shown = [
-                {"event_type": e.event_type,
-                 "headers": {k: v for k, v in e.headers.items() if k not in SECRET_HEADERS},
-                 "body": e.body}
+                {
+                    "event_type": e.event_type,
+                    "headers": {k: v for k, v in e.headers.items() if k not in SECRET_HEADERS},
+                    "body": e.body,
+                }
                 for e in self.events_of()
             ]
             return 200, JSON, _dumps(shown)

@@ -54,8 +54,14 @@ class Store:
     def clear(self) -> None:
         """Drop tenants and every tenant-owned row (seeds stay; ids keep counting)."""
         with self.lock:
-            for table in (self.tenants, self.sources, self.applications, self.authentications,
-                          self.application_authentications, self.endpoints):
+            for table in (
+                self.tenants,
+                self.sources,
+                self.applications,
+                self.authentications,
+                self.application_authentications,
+                self.endpoints,
+            ):
                 table.clear()
 
     def drop_authentication(self, auth_id: int) -> None:

@@ -124,8 +124,7 @@ def authorize_write(caller: RequestIdentity, psks: frozenset[str], method: str, 
         return
     if caller.raw_identity:
         if caller.cert_auth and (
-            method not in ("GET", "POST", "DELETE")
-            or (method == "DELETE" and not re.fullmatch(r"sources/[^/]+", rest))
+            method not in ("GET", "POST", "DELETE") or (method == "DELETE" and not re.fullmatch(r"sources/[^/]+", rest))
         ):
             raise ApiError(405, "Method Not Allowed")
         return

@@ -49,19 +49,54 @@ _REDHAT_ICON = "/apps/frontend-assets/red-hat-logos/stacked.svg"
 # (id, name, category, product_name, vendor, icon_url, authentication types)
 SOURCE_TYPE_SEEDS: tuple[tuple[int, str, str, str, str, str, tuple[str, ...]], ...] = (
     (1, "openshift", "Red Hat", "Red Hat OpenShift Container Platform", "Red Hat", _REDHAT_ICON, ("token",)),
-    (2, "amazon", "Cloud", "Amazon Web Services", "Amazon", _AMAZON_ICON,
-     ("arn", "cloud-meter-arn", "access_key_secret_key")),
-    (3, "azure", "Cloud", "Microsoft Azure", "Azure", _AZURE_ICON,
-     ("tenant_id_client_id_client_secret", "lighthouse_subscription_id")),
+    (
+        2,
+        "amazon",
+        "Cloud",
+        "Amazon Web Services",
+        "Amazon",
+        _AMAZON_ICON,
+        ("arn", "cloud-meter-arn", "access_key_secret_key"),
+    ),
+    (
+        3,
+        "azure",
+        "Cloud",
+        "Microsoft Azure",
+        "Azure",
+        _AZURE_ICON,
+        ("tenant_id_client_id_client_secret", "lighthouse_subscription_id"),
+    ),
     (4, "google", "Cloud", "Google Cloud", "Google", _GOOGLE_ICON, ("project_id_service_account_json",)),
-    (5, "ibm", "Cloud", "IBM Cloud", "IBM", "/apps/frontend-assets/partners-icons/ibm-cloud.svg",
-     ("api_token_account_id",)),
+    (
+        5,
+        "ibm",
+        "Cloud",
+        "IBM Cloud",
+        "IBM",
+        "/apps/frontend-assets/partners-icons/ibm-cloud.svg",
+        ("api_token_account_id",),
+    ),
     (6, "satellite", "Red Hat", "Red Hat Satellite", "Red Hat", _REDHAT_ICON, ("receptor_node",)),
     (7, "amazon-local", "Cloud", "Amazon Web Services (local files)", "Amazon", _AMAZON_ICON, ("arn",)),
-    (8, "azure-local", "Cloud", "Microsoft Azure (local files)", "Azure", _AZURE_ICON,
-     ("tenant_id_client_id_client_secret",)),
-    (9, "google-local", "Cloud", "Google Cloud (local files)", "Google", _GOOGLE_ICON,
-     ("project_id_service_account_json",)),
+    (
+        8,
+        "azure-local",
+        "Cloud",
+        "Microsoft Azure (local files)",
+        "Azure",
+        _AZURE_ICON,
+        ("tenant_id_client_id_client_secret",),
+    ),
+    (
+        9,
+        "google-local",
+        "Cloud",
+        "Google Cloud (local files)",
+        "Google",
+        _GOOGLE_ICON,
+        ("project_id_service_account_json",),
+    ),
     (10, "bitbucket", "Developer sources", "Bitbucket", "Atlassian", "", ("username_password",)),
     (11, "dockerhub", "Developer sources", "Docker Hub", "Docker", "", ("username_password",)),
     (12, "github", "Developer sources", "GitHub", "GitHub", "", ("username_password",)),
@@ -69,7 +104,14 @@ SOURCE_TYPE_SEEDS: tuple[tuple[int, str, str, str, str, str, tuple[str, ...]], .
     (14, "quay", "Developer sources", "Quay", "Red Hat", "", ("username_password",)),
 )
 _COST_SOURCE_TYPES = (
-    "amazon", "azure", "google", "openshift", "ibm", "amazon-local", "azure-local", "google-local",
+    "amazon",
+    "azure",
+    "google",
+    "openshift",
+    "ibm",
+    "amazon-local",
+    "azure-local",
+    "google-local",
 )
 _COST_AUTH_TYPES = {
     "amazon": ["arn"],
@@ -83,19 +125,41 @@ _COST_AUTH_TYPES = {
 }
 _DEVELOPER_SOURCE_TYPES = ("bitbucket", "dockerhub", "github", "gitlab", "quay")
 # (id, name, display_name, supported source types, supported authentication types, ownership)
-APPLICATION_TYPE_SEEDS: tuple[
-    tuple[int, str, str, tuple[str, ...], dict[str, list[str]], str | None], ...
-] = (
-    (1, "/insights/platform/cloud-meter", "RHEL management", ("amazon", "azure", "google"),
-     {"amazon": ["cloud-meter-arn"], "azure": ["lighthouse_subscription_id"],
-      "google": ["project_id_service_account_json"]}, None),
+APPLICATION_TYPE_SEEDS: tuple[tuple[int, str, str, tuple[str, ...], dict[str, list[str]], str | None], ...] = (
+    (
+        1,
+        "/insights/platform/cloud-meter",
+        "RHEL management",
+        ("amazon", "azure", "google"),
+        {
+            "amazon": ["cloud-meter-arn"],
+            "azure": ["lighthouse_subscription_id"],
+            "google": ["project_id_service_account_json"],
+        },
+        None,
+    ),
     (2, COST_MANAGEMENT, "Cost Management", _COST_SOURCE_TYPES, _COST_AUTH_TYPES, None),
     (3, "/insights/platform/fifi", "Remediations", ("satellite",), {"satellite": ["receptor_node"]}, None),
-    (4, "/insights/platform/image-builder", "Launch images", ("amazon", "azure", "google"),
-     {"amazon": ["provisioning-arn"], "azure": ["provisioning_lighthouse_subscription_id"],
-      "google": ["provisioning_project_id"]}, None),
-    (5, "/insights/platform/app-studio", "App Studio", _DEVELOPER_SOURCE_TYPES,
-     {name: ["username_password"] for name in _DEVELOPER_SOURCE_TYPES}, "user"),
+    (
+        4,
+        "/insights/platform/image-builder",
+        "Launch images",
+        ("amazon", "azure", "google"),
+        {
+            "amazon": ["provisioning-arn"],
+            "azure": ["provisioning_lighthouse_subscription_id"],
+            "google": ["provisioning_project_id"],
+        },
+        None,
+    ),
+    (
+        5,
+        "/insights/platform/app-studio",
+        "App Studio",
+        _DEVELOPER_SOURCE_TYPES,
+        {name: ["username_password"] for name in _DEVELOPER_SOURCE_TYPES},
+        "user",
+    ),
 )
 
 
@@ -103,10 +167,15 @@ def seeded_source_types(now: datetime) -> dict[int, SourceType]:
     """The seeded source types by id, created at ``now``."""
     return {
         sid: SourceType(
-            sid, name, category, product, vendor, icon,
-            {"authentication": [{"type": t, "name": t} for t in auths],
-             "endpoint": {"hidden": True, "fields": []}},
-            now, now,
+            sid,
+            name,
+            category,
+            product,
+            vendor,
+            icon,
+            {"authentication": [{"type": t, "name": t} for t in auths], "endpoint": {"hidden": True, "fields": []}},
+            now,
+            now,
         )
         for sid, name, category, product, vendor, icon, auths in SOURCE_TYPE_SEEDS
     }
@@ -115,8 +184,9 @@ def seeded_source_types(now: datetime) -> dict[int, SourceType]:
 def seeded_application_types(now: datetime) -> dict[int, ApplicationType]:
     """The seeded application types by id, created at ``now``."""
     return {
-        aid: ApplicationType(aid, name, display, list(source_types), copy.deepcopy(auths), now, now,
-                             resource_ownership=owner)
+        aid: ApplicationType(
+            aid, name, display, list(source_types), copy.deepcopy(auths), now, now, resource_ownership=owner
+        )
         for aid, name, display, source_types, auths, owner in APPLICATION_TYPE_SEEDS
     }
 

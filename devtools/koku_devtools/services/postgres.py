@@ -120,9 +120,7 @@ class EmbeddedPostgres(Service):
             with engine.connect() as conn:
                 if replace:
                     conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                exists = conn.execute(
-                    sa.text("select 1 from pg_database where datname = :n"), {"n": name}
-                ).scalar()
+                exists = conn.execute(sa.text("select 1 from pg_database where datname = :n"), {"n": name}).scalar()
                 if not exists:
                     conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
         finally:

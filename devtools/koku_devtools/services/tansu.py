@@ -146,9 +146,7 @@ def create_topics(
         time.sleep(0.1)
 
 
-def kafka_consumer_config(
-    bootstrap: str, group: str, overrides: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
+def kafka_consumer_config(bootstrap: str, group: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Recommended confluent-kafka consumer settings for this project.
 
     Commits are explicit (after processing), a group without offsets starts at the
