@@ -92,6 +92,9 @@ def test_event_to_summary_totals_match_raw_csv_and_rerun_is_idempotent(harness: 
             "summary_totals_match_raw": True,
             "no_rows_outside_month": True,
             "row_counts_consistent": True,
+            "focus_billed_totals": True,
+            "focus_mandatory_columns": True,
+            "focus_allowed_values": True,
         }
         files = _summary_files(harness, uuid)
         assert files
@@ -118,7 +121,8 @@ def test_event_to_summary_totals_match_raw_csv_and_rerun_is_idempotent(harness: 
         after = _summary_files(harness, uuid)
         assert [p.name for p in after] == [p.name for p in before]
         got_again = _query(
-            f"SELECT sum(CAST(unblended_cost AS DECIMAL(38, 10))), count(*) FROM read_parquet({[str(f) for f in after]})"
+            "SELECT sum(CAST(unblended_cost AS DECIMAL(38, 10))), count(*) "
+            f"FROM read_parquet({[str(f) for f in after]})"
         )
         assert abs(Decimal(got_again[0]) - total) < Decimal("0.01")
         view = duckdb.connect(str(harness.store.local_root / "warehouse.duckdb"), read_only=True)
@@ -126,7 +130,11 @@ def test_event_to_summary_totals_match_raw_csv_and_rerun_is_idempotent(harness: 
             view.execute("SELECT count(*) FROM reporting_awscostentrylineitem_daily_summary").fetchone()[0]
             == got_again[1]
         )
+        focus_total = view.execute(
+            "SELECT sum(BilledCost), any_value(x_KokuProviderType) FROM focus_costs WHERE x_SourceUuid = ?", [uuid]
+        ).fetchone()
         view.close()
+        assert abs(Decimal(str(focus_total[0])) - total) < Decimal("0.01") and focus_total[1] == "AWS-local"
 
 
 def test_truncated_gzip_fails_its_partition_only(harness: Harness, nise_aws: Path) -> None:
@@ -196,7 +204,8 @@ def test_s3_bucket_through_assumed_role(
         assert all(c.passed for c in result.get_asset_check_evaluations())
         total, _ = _raw_cost(nise_aws)
         got = _query(
-            f"SELECT sum(CAST(unblended_cost AS DECIMAL(38, 10))) FROM read_parquet({[str(f) for f in _summary_files(harness, uuid)]})"
+            "SELECT sum(CAST(unblended_cost AS DECIMAL(38, 10))) "
+            f"FROM read_parquet({[str(f) for f in _summary_files(harness, uuid)]})"
         )[0]
         assert abs(Decimal(got) - total) < Decimal("0.01")
 

@@ -108,7 +108,14 @@ def _checks(result: dg.ExecuteInJobResult) -> dict[str, bool]:
     return {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
 
 
-ALL_PASSED = {"summary_totals_match_raw": True, "no_rows_outside_month": True, "row_counts_consistent": True}
+ALL_PASSED = {
+    "summary_totals_match_raw": True,
+    "no_rows_outside_month": True,
+    "row_counts_consistent": True,
+    "focus_billed_totals": True,
+    "focus_mandatory_columns": True,
+    "focus_allowed_values": True,
+}
 
 
 def test_sensor_requests_first_runs_for_azure_and_gcp_providers(harness: Harness, nise_cloud: dict[str, Path]) -> None:
@@ -142,8 +149,8 @@ def test_azure_event_to_summary_matches_the_raw_export(harness: Harness, nise_cl
             harness,
             "reporting_azurecostentrylineitem_daily_summary",
             uuid,
-            "sum(CAST(pretax_cost AS DECIMAL(38, 10))), count(*), count(*) FILTER (WHERE usage_start < DATE '2026-10-01' "
-            "OR usage_start >= DATE '2026-11-01')",
+            "sum(CAST(pretax_cost AS DECIMAL(38, 10))), count(*), "
+            "count(*) FILTER (WHERE usage_start < DATE '2026-10-01' OR usage_start >= DATE '2026-11-01')",
         )
         assert abs(Decimal(cost) - _raw_azure_cost(storage)) < CENT and rows > 0 and outside == 0
         manifest = [
@@ -162,6 +169,8 @@ def test_azure_event_to_summary_matches_the_raw_export(harness: Harness, nise_cl
                 view.execute("SELECT count(*) FROM reporting_azurecostentrylineitem_daily_summary").fetchone()[0]
                 == rows
             )
+            focus = view.execute("SELECT sum(BilledCost) FROM focus_costs WHERE x_SourceUuid = ?", [uuid]).fetchone()
+            assert abs(Decimal(str(focus[0])) - _raw_azure_cost(storage)) < CENT
 
 
 def test_gcp_event_to_summary_matches_the_raw_export(harness: Harness, nise_cloud: dict[str, Path]) -> None:

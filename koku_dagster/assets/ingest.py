@@ -262,7 +262,67 @@ def daily_summary(
     )
 
 
-INGEST_ASSETS = [report_manifest, report_files, line_items, daily_line_items, daily_summary]
+FOCUS_CHECKS = [
+    dg.AssetCheckSpec(
+        "focus_billed_totals",
+        asset="focus_cost",
+        description="sum(BilledCost) per currency equals the report's billed total to the cent.",
+    ),
+    dg.AssetCheckSpec(
+        "focus_mandatory_columns",
+        asset="focus_cost",
+        description="Every column FOCUS 1.2 marks mandatory is present, typed, and non-null where required.",
+    ),
+    dg.AssetCheckSpec(
+        "focus_allowed_values",
+        asset="focus_cost",
+        description="Allowed values and column rules of FOCUS 1.2 hold (charge categories, classes, ...).",
+    ),
+]
+
+
+@dg.asset(
+    partitions_def=provider_month_partitions,
+    group_name=GROUP,
+    owners=OWNERS,
+    code_version=CODE_VERSION,
+    deps=[line_items],
+    kinds={"parquet", "duckdb"},
+    check_specs=FOCUS_CHECKS,
+    description=(
+        "The month's line items as FOCUS 1.2 cost rows (the FinOps Foundation's common schema) under "
+        "`data/focus/...`, for AWS, Azure and GCP (and their -local types); queried across clouds through the "
+        "`focus_costs` view. OpenShift has no costs yet (see docs/focus.md)."
+    ),
+)
+def focus_cost(
+    context: dg.AssetExecutionContext,
+    app_db: ApplicationDatabase,
+    object_store: ObjectStoreResource,
+    ingestion: IngestionResource,
+):
+    uuid, month = _partition(context)
+    with _step(context):
+        built = workflow.build_focus_month(_workplace(app_db, object_store, ingestion), uuid, month)
+    if built.result is None:
+        context.log.info(f"{built.provider_type} has no costs to write as FOCUS rows")
+        yield dg.MaterializeResult(metadata={"dagster/row_count": 0, "applies": False})
+        for spec in FOCUS_CHECKS:
+            yield dg.AssetCheckResult(check_name=spec.name, passed=True, metadata={"applies": False})
+        return
+    yield dg.MaterializeResult(
+        metadata={**_path_metadata(built.result.metadata()), "dagster/row_count": built.result.rows}
+    )
+    for check in built.checks:
+        yield dg.AssetCheckResult(
+            check_name=f"focus_{check.name}",
+            passed=check.passed,
+            description=check.description,
+            metadata=check.metadata(),
+        )
+
+
+INGEST_ASSETS = [report_manifest, report_files, line_items, focus_cost, daily_line_items, daily_summary]
 
 provider_month_ingest = dg.define_asset_job(
     "provider_month_ingest",

@@ -17,6 +17,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from koku_dagster.focus import (
+    CheckOutcome,
+    FocusResult,
+    build_focus,
+    check_allowed_values,
+    check_billed_totals,
+    check_mandatory_columns,
+    focus_dir,
+    line_item_billed_totals,
+)
 from koku_dagster.infra.object_store import ObjectStore
 from koku_dagster.ingest import manifests
 from koku_dagster.ingest.provider import load_provider, report_availability
@@ -301,3 +311,40 @@ def build_summary(w: Workplace, provider_uuid: str, month: date) -> SummaryBuilt
     purge = purge_expired(w.engine, w.object_store, provider_uuid, w.retain_num_months)
     refresh_views(w.warehouse, pm.partition.out_root)
     return SummaryBuilt(pm.kind.summary_table, result, checks, recorded.assembly_id, purge)
+
+
+# --- FOCUS ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FocusBuilt:
+    """The month's FOCUS rows and their checks; ``result`` None for types without costs (OpenShift)."""
+
+    provider_type: str
+    result: FocusResult | None
+    checks: tuple[CheckOutcome, ...] = ()
+
+
+def build_focus_month(w: Workplace, provider_uuid: str, month: date) -> FocusBuilt:
+    """Write the month's line items as FOCUS 1.2 rows under ``data/focus/...`` and check them."""
+    pm = _provider_month(w, provider_uuid, month)
+    if not pm.kind.reads_reports:
+        return FocusBuilt(pm.ctx.type, None)
+    recorded = _latest_manifest(w, provider_uuid, month)
+    with recorded_step(w.engine, recorded.id, "summary", provider_uuid):
+        line_item_dirs = pm.kind.line_item_dirs(pm.partition)
+        _fetch_all(w.object_store, line_item_dirs)
+        result = build_focus(
+            line_item_dirs,
+            provider_type=pm.ctx.type,
+            provider_uuid=provider_uuid,
+            month=month,
+            out_dir=focus_dir(pm.partition.out_root, provider_uuid, month),
+            work_dir=w.work_dir,
+        )
+        w.object_store.publish(result.partition)
+        expected = line_item_billed_totals(line_item_dirs, pm.ctx.type)
+        files = list(result.files)
+        checks = (check_billed_totals(files, expected), check_mandatory_columns(files), check_allowed_values(files))
+    ensure_live(w.engine, w.object_store, provider_uuid)
+    return FocusBuilt(pm.ctx.type, result, checks)
