@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench migrate clean
+.PHONY: venv demo lint test bench migrate clean
 
 $(STAMP): pyproject.toml devtools/pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -15,6 +15,11 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m koku_devtools.demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check koku_dagster tests bench devtools
+	$(BIN)/ruff format --check koku_dagster tests bench devtools
+	$(BIN)/mypy
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -246,7 +246,7 @@ def test_azure_rerun_is_idempotent(azure_dir: Path, tmp_path: Path) -> None:
     second = _azure_run(azure_dir, out)
     assert second == first
     assert sorted(p.relative_to(out) for p in (out / "data").rglob("*.parquet")) == before
-    assert not [p for p in (out / "data").rglob(".*")]  # no staging leftovers
+    assert not list((out / "data").rglob(".*"))  # no staging leftovers
 
 
 def test_azure_non_numeric_cost_fails_and_other_bad_cells_are_counted(azure_dir: Path, tmp_path: Path) -> None:

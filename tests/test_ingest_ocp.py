@@ -84,7 +84,7 @@ def payload(report_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _variant(report_dir: Path, out: Path, max_hour: int, day: str = "") -> Path:
-    """A payload under a new uuid holding only the rows of hours < ``max_hour`` of each day (of ``day`` only, if given)."""
+    """A payload under a new uuid: only the rows of hours < ``max_hour`` of each day (of ``day`` only, if given)."""
     work = out.with_suffix(".d")
     work.mkdir()
     doc = json.loads((report_dir / "manifest.json").read_text())

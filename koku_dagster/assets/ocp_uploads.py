@@ -89,6 +89,7 @@ def process_ocp_payload(
     upload = outcome.upload
     meta = outcome.metadata()
     if outcome.result is not None:
+        assert upload.provider_uuid is not None  # a converted payload was matched to its provider
         for month in outcome.result.months_changed:
             partition = dg.MultiPartitionKey({"provider": upload.provider_uuid, "billing_month": month.isoformat()})
             month_meta = outcome.month_metadata(month)

@@ -108,16 +108,24 @@ class BatchConsumer:
             batch = self._consumer.consume(num_messages=min(1000, max_messages - len(messages)), timeout=0.05)
             for msg in batch:
                 err = msg.error()
+                # A partition-EOF event and every consumed message name their partition (other
+                # errors may not, and are raised without it).
+                partition = msg.partition()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        at_end.add(msg.partition())
+                        assert partition is not None
+                        at_end.add(partition)
                         continue
                     raise KafkaException(err)
-                at_end.discard(msg.partition())
+                topic, offset = msg.topic(), msg.offset()
+                assert topic is not None and partition is not None and offset is not None
+                at_end.discard(partition)
                 messages.append(
                     RawMessage(
-                        MessagePosition(msg.topic(), msg.partition(), msg.offset()),
-                        list(msg.headers() or []),
+                        MessagePosition(topic, partition, offset),
+                        # The stub's HeadersType also covers producer input (dicts, str values); a
+                        # consumed message's headers are a list of (str, bytes | None).
+                        list(msg.headers() or []),  # type: ignore[arg-type]
                         msg.value(),
                     )
                 )

@@ -1,8 +1,8 @@
 """Settings from the environment, read once into a typed object and checked before anything runs.
 
-Every default lives here and nowhere else (see ``docs/settings.md``). A value out of range or
-malformed raises :class:`SettingsError` naming the variable, so the code location does not load
-and nothing runs with it.
+Every default lives here and nowhere else (the README lists them under "Configuration"). A value
+out of range or malformed raises :class:`SettingsError` naming the variable, so the code location
+does not load and nothing runs with it.
 """
 
 from __future__ import annotations
@@ -167,9 +167,12 @@ def _kafka_security(env: _Env) -> KafkaSecurity:
     uses_sasl = (security.protocol or "").startswith("SASL_")
     if security.sasl_mechanism and not uses_sasl:
         raise SettingsError("KOKU_KAFKA_SASL_MECHANISM needs KOKU_KAFKA_SECURITY_PROTOCOL SASL_PLAINTEXT or SASL_SSL")
-    if uses_sasl and security.sasl_mechanism in (None, "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
-        if not (security.sasl_username and security.sasl_password):
-            raise SettingsError("KOKU_KAFKA_SASL_USERNAME and KOKU_KAFKA_SASL_PASSWORD are needed for SASL")
+    if (
+        uses_sasl
+        and security.sasl_mechanism in (None, "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+        and not (security.sasl_username and security.sasl_password)
+    ):
+        raise SettingsError("KOKU_KAFKA_SASL_USERNAME and KOKU_KAFKA_SASL_PASSWORD are needed for SASL")
     if security.ssl_ca_location and not Path(security.ssl_ca_location).is_file():
         raise SettingsError("KOKU_KAFKA_SSL_CA_LOCATION does not name a readable file")
     return security

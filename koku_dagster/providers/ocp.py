@@ -51,6 +51,7 @@ from koku_dagster.reports import duck
 from koku_dagster.reports.csv_parquet import (
     NUMBER,
     TIMESTAMP_TYPE,
+    OpenFile,
     blank_to_null,
     column_position,
     distinct_map,
@@ -541,6 +542,11 @@ def _install(
     return results
 
 
+def _opener(path: Path) -> OpenFile:
+    """Opens ``path`` for reading bytes."""
+    return lambda: path.open("rb")
+
+
 def convert_payload(
     files: dict[str, Path],
     manifest: PayloadManifest,
@@ -563,7 +569,7 @@ def convert_payload(
     types: dict[str, ReportType] = {}
     empty: list[str] = []
     for name, path in sorted(files.items()):
-        header = read_header(lambda p=path: p.open("rb"), name)
+        header = read_header(_opener(path), name)
         if not header:
             empty.append(name)
             continue

@@ -46,6 +46,8 @@ CHUNK_BYTES = 1 << 20
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
+#: ``date`` as a type; inside ``PayloadManifest`` the name is its ``date`` field.
+_Date = date
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ class PayloadManifest:
     cr_status: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
-    def months(self) -> tuple[date, ...]:
+    def months(self) -> tuple[_Date, ...]:
         """First days of the months from ``start`` to ``end`` (of ``date`` when they are absent)."""
         first = (self.start or self.date).date().replace(day=1)
         last = (self.end or self.start or self.date).date().replace(day=1)

@@ -30,4 +30,10 @@ class ObjectStoreResource(dg.ConfigurableResource):
     def report_s3_client(self, role_arn: str, external_id: str | None, region: str | None) -> Any:
         """An S3 client of ``dagster_aws`` acting as the provider's role (STS AssumeRole)."""
         credentials = assume_role_credentials(role_arn, external_id, region=region, endpoint_url=self.endpoint_url)
-        return S3Resource(endpoint_url=self.endpoint_url, region_name=region, **credentials).get_client()
+        return S3Resource(
+            endpoint_url=self.endpoint_url,
+            region_name=region,
+            aws_access_key_id=credentials["aws_access_key_id"],
+            aws_secret_access_key=credentials["aws_secret_access_key"],
+            aws_session_token=credentials["aws_session_token"],
+        ).get_client()

@@ -68,6 +68,7 @@ def _summary_requests(
     if not due:
         return [], []
     alive = existing_providers(engine, {u.provider_uuid for u in due if u.provider_uuid})
+    assert providers_partitions.name is not None  # defined with a name
     partitioned = set(context.instance.get_dynamic_partitions(providers_partitions.name))
     months = set(billing_month_partitions.get_partition_keys())
     requests: list[dg.RunRequest] = []

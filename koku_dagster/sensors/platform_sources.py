@@ -74,7 +74,11 @@ def platform_sources_sensor(
 ) -> dg.SensorResult:
     engine = app_db.engine()
     client = platform_sources.client()
-    purge_data = object_store.object_store().delete_provider_data
+    store = object_store.object_store()
+
+    def purge_data(provider_uuid: str) -> None:
+        store.delete_provider_data(provider_uuid)  # how many paths it removed is not needed
+
     try:
         sync = SourcesSync(
             engine,
@@ -89,6 +93,7 @@ def platform_sources_sensor(
         client.close()
 
     # Partitions follow the provider table, so a tick that died after its commit is healed here.
+    assert providers_partitions.name is not None  # defined with a name
     existing = set(context.instance.get_dynamic_partitions(providers_partitions.name))
     desired = provider_uuids(engine)
     to_add, to_delete = sorted(desired - existing), sorted(existing - desired)
