@@ -1,4 +1,4 @@
-"""Partitions of CONTRACT section 6: provider (dynamic ``providers``) x billing month."""
+"""Partitions : provider (dynamic ``providers``) x billing month."""
 
 from __future__ import annotations
 

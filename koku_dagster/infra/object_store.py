@@ -1,4 +1,4 @@
-"""The object store of CONTRACT section 5: a local directory (``file://``) or S3 (``s3://``)."""
+"""The object store: a local directory (``file://``) or S3 (``s3://``)."""
 
 from __future__ import annotations
 

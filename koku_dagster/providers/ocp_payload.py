@@ -1,4 +1,4 @@
-"""OpenShift payloads (CONTRACT section 7): download, manifest, safe extraction, and building one.
+"""OpenShift payloads: download, manifest, safe extraction, and building one.
 
 A payload is a ``.tar.gz`` holding ``manifest.json`` and the CSV files it lists, at the top level (as
 the Cost Management Metrics Operator and nise's ``--insights-upload`` output). The manifest is read

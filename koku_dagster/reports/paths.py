@@ -1,4 +1,4 @@
-"""Object-store layout of CONTRACT section 5, below a local output root, and whole-partition replacement."""
+"""Object-store layout (docs/ingestion.md), below a local output root, and whole-partition replacement."""
 
 from __future__ import annotations
 

@@ -54,6 +54,61 @@ def _ingest_requests(report: SyncReport, engine: sa.Engine, initial_months: int,
     return requests
 
 
+def _run_sync(
+    app_db: ApplicationDatabase,
+    platform_sources: PlatformSourcesResource,
+    kafka: KafkaResource,
+    object_store: ObjectStoreResource,
+) -> SyncReport:
+    """One pass of the sources integration: events, provider operations, status pushes."""
+    client = platform_sources.client()
+    store = object_store.object_store()
+
+    def purge_data(provider_uuid: str) -> None:
+        store.delete_provider_data(provider_uuid)  # how many paths it removed is not needed
+
+    try:
+        sync = SourcesSync(
+            app_db.engine(),
+            client,
+            bootstrap=kafka.bootstrap_servers,
+            topic=kafka.sources_topic,
+            local_roots=object_store.roots(),
+            purge_data=purge_data,
+        )
+        return sync.run_once()
+    finally:
+        client.close()
+
+
+def _partition_requests(
+    context: dg.SensorEvaluationContext, desired: set[str]
+) -> list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest]:
+    """Partitions follow the provider table, so a tick that died after its commit is healed here."""
+    assert providers_partitions.name is not None  # defined with a name
+    existing = set(context.instance.get_dynamic_partitions(providers_partitions.name))
+    to_add, to_delete = sorted(desired - existing), sorted(existing - desired)
+    requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
+    if to_add:
+        requests.append(providers_partitions.build_add_request(to_add))
+    if to_delete:
+        requests.append(providers_partitions.build_delete_request(to_delete))
+    return requests
+
+
+def _log_problems(context: dg.SensorEvaluationContext, report: SyncReport) -> None:
+    for rejection in report.batch.rejected:
+        pos = rejection.position
+        context.log.warning(f"rejected {pos.topic}[{pos.partition}]@{pos.offset}: {rejection.reason}")
+    for op in report.operations:
+        if op.outcome != "done":
+            context.log.warning(f"provider {op.operation} for source {op.source_id}: {op.outcome}: {op.error}")
+    if not report.api_available:
+        context.log.warning("Platform Sources is unreachable; events wait in Kafka")
+    if not report.kafka_available:
+        context.log.warning("Kafka is unreachable; events wait")
+
+
 @dg.sensor(
     name="platform_sources_sensor",
     minimum_interval_seconds=10,
@@ -73,50 +128,13 @@ def platform_sources_sensor(
     ingestion: IngestionResource,
 ) -> dg.SensorResult:
     engine = app_db.engine()
-    client = platform_sources.client()
-    store = object_store.object_store()
-
-    def purge_data(provider_uuid: str) -> None:
-        store.delete_provider_data(provider_uuid)  # how many paths it removed is not needed
-
-    try:
-        sync = SourcesSync(
-            engine,
-            client,
-            bootstrap=kafka.bootstrap_servers,
-            topic=kafka.sources_topic,
-            local_roots=object_store.roots(),
-            purge_data=purge_data,
-        )
-        report = sync.run_once()
-    finally:
-        client.close()
-
-    # Partitions follow the provider table, so a tick that died after its commit is healed here.
-    assert providers_partitions.name is not None  # defined with a name
-    existing = set(context.instance.get_dynamic_partitions(providers_partitions.name))
-    desired = provider_uuids(engine)
-    to_add, to_delete = sorted(desired - existing), sorted(existing - desired)
-    requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
-    if to_add:
-        requests.append(providers_partitions.build_add_request(to_add))
-    if to_delete:
-        requests.append(providers_partitions.build_delete_request(to_delete))
-
+    report = _run_sync(app_db, platform_sources, kafka, object_store)
+    requests = _partition_requests(context, provider_uuids(engine))
+    _log_problems(context, report)
     batch = report.batch
-    for rejection in batch.rejected:
-        pos = rejection.position
-        context.log.warning(f"rejected {pos.topic}[{pos.partition}]@{pos.offset}: {rejection.reason}")
-    for op in report.operations:
-        if op.outcome != "done":
-            context.log.warning(f"provider {op.operation} for source {op.source_id}: {op.outcome}: {op.error}")
-    if not report.api_available:
-        context.log.warning("Platform Sources is unreachable; events wait in Kafka")
-    if not report.kafka_available:
-        context.log.warning("Kafka is unreachable; events wait")
 
     run_requests = _ingest_requests(report, engine, ingestion.initial_ingest_num_months, utcnow())
-    changed = batch.read or report.operations or to_add or to_delete or report.statuses.sent
+    changed = batch.read or report.operations or requests or report.statuses.sent
     if not changed:
         reason = "no new events"
         if not report.api_available or not report.kafka_available:

@@ -1,4 +1,4 @@
-"""OpenShift payload uploads (CONTRACT section 7), without Dagster.
+"""OpenShift payload uploads, without Dagster.
 
 :mod:`~koku_dagster.uploads.announcements` parses announcements, :mod:`~koku_dagster.uploads.intake`
 records a Kafka batch of them in ``ocp_payload_upload`` (:mod:`~koku_dagster.uploads.upload_records`),

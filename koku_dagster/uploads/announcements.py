@@ -1,4 +1,4 @@
-"""Parse OpenShift payload announcements (CONTRACT section 7) from Kafka messages.
+"""Parse OpenShift payload announcements from Kafka messages.
 
 A message counts only when its ``service`` header is ``hccm``; others are ignored. A counted
 message whose body is not a JSON object with string ``request_id``, ``org_id`` and ``url`` is

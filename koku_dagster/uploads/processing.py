@@ -211,6 +211,41 @@ def _record_manifests(
         manifests.record_step(engine, recorded.id, "processing", downloaded, processed)
 
 
+def _record_failure(
+    engine: sa.Engine,
+    request_id: str,
+    reason: str,
+    manifest: PayloadManifest | None,
+    target: ClusterProvider | None,
+    started: datetime,
+) -> UploadOutcome:
+    log.warning("OpenShift payload %s failed: %s", request_id, reason)
+    after = upload_records.record_outcome(
+        engine,
+        request_id,
+        state=FAILURE,
+        reason=reason,
+        manifest_uuid=manifest.uuid[:64] if manifest else None,
+        cluster_id=manifest.cluster_id if manifest else None,
+        provider_uuid=target.uuid if target else None,
+    )
+    schema = target.schema if target else None
+    return UploadOutcome(after, manifest, schema=schema, seconds=(utcnow() - started).total_seconds())
+
+
+def _publish(
+    object_store: ObjectStore, folders: list[Path], result: ocp.PayloadResult, target: ClusterProvider
+) -> None:
+    """Publish the archived CSV folders and every line-item month the payload rewrote."""
+    for folder in folders:
+        object_store.publish(folder)
+    changed = {(d.report_type, d.day.replace(day=1)) for d in result.days if d.outcome != "skipped"}
+    for report_type, month in sorted(changed):
+        object_store.publish(
+            ocp_line_items_dir(object_store.local_root, target.schema, report_type, target.uuid, month)
+        )
+
+
 def process_upload(
     engine: sa.Engine,
     request_id: str,
@@ -252,29 +287,10 @@ def process_upload(
                 prepare_partition=object_store.fetch,  # an s3:// store's mirror needs the month's kept day files
             )
         except IngestError as exc:
-            reason = _reason(exc, upload.url)
-            log.warning("OpenShift payload %s failed: %s", request_id, reason)
-            after = upload_records.record_outcome(
-                engine,
-                request_id,
-                state=FAILURE,
-                reason=reason,
-                manifest_uuid=manifest.uuid[:64] if manifest else None,
-                cluster_id=manifest.cluster_id if manifest else None,
-                provider_uuid=target.uuid if target else None,
-            )
-            return UploadOutcome(
-                after, manifest, schema=target.schema if target else None, seconds=(utcnow() - started).total_seconds()
-            )
+            return _record_failure(engine, request_id, _reason(exc, upload.url), manifest, target, started)
         processed = utcnow()
         folders = _archive(files, manifest, target, object_store)
-    for folder in folders:
-        object_store.publish(folder)
-    changed = {(d.report_type, d.day.replace(day=1)) for d in result.days if d.outcome != "skipped"}
-    for report_type, month in sorted(changed):
-        object_store.publish(
-            ocp_line_items_dir(object_store.local_root, target.schema, report_type, target.uuid, month)
-        )
+    _publish(object_store, folders, result, target)
     _record_manifests(engine, target, manifest, result.months_changed, started, downloaded, processed)
     if discard_if_deleted(engine, object_store, target.uuid):
         reason = f"the OpenShift provider {target.uuid} was deleted or deactivated while the payload was processed"

@@ -1,4 +1,4 @@
-"""Application tables (CONTRACT section 4), in Koku's names, as SQLAlchemy Core tables.
+"""Application tables, in Koku's names, as SQLAlchemy Core tables.
 
 Columns beyond Koku's hold the durable provider-operation queue (``op_*``) and the
 status push state, so that no pending work lives in memory.
@@ -159,7 +159,7 @@ report_status = sa.Table(
 ocp_payload_upload = sa.Table(
     "ocp_payload_upload",
     metadata,
-    # One row per OpenShift payload announcement (CONTRACT section 7); our addition (schema version 3).
+    # One row per OpenShift payload announcement; our addition (schema version 3).
     # The announcement's identity header is never stored; ``url`` may carry a signed query string and
     # is only ever shown without it.
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
