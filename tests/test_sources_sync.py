@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from koku_dagster.infra.db.schema import provider, sources
 from koku_dagster.infra.db.types import utcnow
 from koku_dagster.infra.kafka import BatchConsumer
-from koku_dagster.sources.status import DUPLICATE_ACCOUNT_MESSAGE
+from koku_dagster.providers.availability import DUPLICATE_ACCOUNT_MESSAGE
 from koku_devtools.platform_sources.admin import identity_header
 from tests.conftest import Harness, default_headers
 

@@ -9,12 +9,12 @@ import socket
 import pytest
 
 from koku_dagster.infra.kafka import MessagePosition
+from koku_dagster.providers.availability import MISSING_FIELDS_MESSAGE, build_status
 from koku_dagster.sources.client import SourcesClient
 from koku_dagster.sources.errors import PoisonMessage, ProviderValidationError, SourceNotFound, SourcesApiError
 from koku_dagster.sources.events import parse_message
 from koku_dagster.sources.model import SourceRecord, Tenant
 from koku_dagster.sources.provider_operations import needed_operation
-from koku_dagster.sources.status import MISSING_FIELDS_MESSAGE, build_status
 from koku_dagster.sources.validation import resolve_local_directory
 from koku_devtools.platform_sources import StandInServer
 from koku_devtools.platform_sources.admin import StandInAdmin, identity_header

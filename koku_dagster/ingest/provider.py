@@ -8,8 +8,8 @@ from koku_dagster.infra.db.schema import customer, provider, provider_authentica
 from koku_dagster.infra.db.types import utcnow
 from koku_dagster.infra.object_store import ObjectStore
 from koku_dagster.ingest import manifests
+from koku_dagster.providers.availability import build_status
 from koku_dagster.providers.base import ProviderContext
-from koku_dagster.sources.status import build_status
 
 
 def load_provider(engine: sa.Engine, provider_uuid: str) -> ProviderContext | None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from koku_dagster.providers import COST_AUTHTYPES, SOURCE_TYPE_MAP
-from koku_dagster.sources import status as status_mod
+from koku_dagster.providers import availability as status_mod
 from koku_dagster.sources.errors import SourceDataError, SourceNotFound
 from koku_dagster.sources.events import (
     APPLICATION_EVENTS,

@@ -32,7 +32,7 @@ from koku_dagster.infra.db.schema import (
     sources,
 )
 from koku_dagster.infra.db.types import utcnow
-from koku_dagster.sources import status as status_mod
+from koku_dagster.providers import availability as status_mod
 from koku_dagster.sources.errors import ProviderValidationError
 from koku_dagster.sources.model import SourceRecord
 from koku_dagster.sources.source_rows import load_source, load_sources, save_source, save_sources, source_from_row

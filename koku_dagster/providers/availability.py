@@ -1,4 +1,6 @@
-"""Availability status sent back to Platform Sources (Koku's wording)."""
+"""Availability status written to `api_sources.status` and sent back to Platform Sources (Koku's wording).
+
+Used by the sources integration and by ingestion, which both find a source (un)available."""
 
 from __future__ import annotations
 
