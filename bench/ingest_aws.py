@@ -23,9 +23,11 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
@@ -343,6 +345,43 @@ def _check(result: tuple[int, Path]) -> dict[str, Any]:
     return {"rows": rows, "summary_rows": summary_rows, "summary_unblended_cost": str(cost)}
 
 
+def _timed(step: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    step()
+    return time.perf_counter() - started
+
+
+def focus_vs_summary(bucket: Path, repeats: int) -> tuple[float, float]:
+    """Median seconds of the FOCUS build and of the summary step on the same converted month (issue goal:
+    FOCUS no slower than the summary step)."""
+    from koku_dagster.focus import build_focus, focus_dir
+    from koku_dagster.providers import aws
+    from koku_dagster.reports.paths import line_items_dir
+
+    with tempfile.TemporaryDirectory(prefix="bench-focus-") as tmp:
+        out = Path(tmp) / "out"
+        _ours(bucket, out)
+        where = {"schema": SCHEMA, "provider_uuid": PROVIDER_UUID, "month": MONTH, "out_root": out}
+        items = line_items_dir(out, SCHEMA, "AWS", PROVIDER_UUID, MONTH)
+        target = focus_dir(out, PROVIDER_UUID, MONTH)
+        summary, focus = [], []
+        for _ in range(repeats):
+            summary.append(_timed(lambda: aws.AWS.build_summary(work_dir=out / "work", **where)))
+            focus.append(
+                _timed(
+                    lambda: build_focus(
+                        items,
+                        provider_type="AWS",
+                        provider_uuid=PROVIDER_UUID,
+                        month=MONTH,
+                        out_dir=target,
+                        work_dir=out / "work",
+                    )
+                )
+            )
+    return statistics.median(focus), statistics.median(summary)
+
+
 def _measure(approach: str, bucket: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"bench-{approach}-") as out:
         return measure(_RUNNERS[approach], (bucket, Path(out) / "out"), _check, approach)
@@ -370,6 +409,11 @@ def run(rows_target: int = 500_000, repeats: int = 3) -> list[dict[str, Any]]:
         f"{facts['nproc']} CPUs, {facts['memory']} RAM, load avg {os.getloadavg()[0]:.1f}"
     )
     print(table([*HEADERS, "cost = raw"], [[*cells(r), "yes" if r["cost_ok"] else "NO"] for r in rows]))
+    focus, summary = focus_vs_summary(bucket, repeats)
+    print(
+        f"FOCUS 1.2 rows of the month: {focus:.2f} s; summary step on the same month: {summary:.2f} s; "
+        f"ratio {focus / summary:.2f} (goal: at most 1.00)"
+    )
     return rows
 
 
