@@ -10,7 +10,13 @@ from koku_dagster.assets.ingest import INGEST_ASSETS, provider_month_ingest
 from koku_dagster.assets.ocp_uploads import ocp_payload_ingest, ocp_payload_uploads
 from koku_dagster.assets.source_records import provider_records, providers_match_sources, source_records
 from koku_dagster.infra.settings import Settings, get_settings
-from koku_dagster.resources import ApplicationDatabase, KafkaResource, ObjectStoreResource, PlatformSourcesResource
+from koku_dagster.resources import (
+    ApplicationDatabase,
+    CloudApisResource,
+    KafkaResource,
+    ObjectStoreResource,
+    PlatformSourcesResource,
+)
 from koku_dagster.resources.ingestion import IngestionResource
 from koku_dagster.schedules.report_polling import report_polling_schedule
 from koku_dagster.sensors.ocp_upload import ocp_upload_sensor
@@ -48,6 +54,12 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             endpoint_url=settings.aws_endpoint_url,
             local_bucket_roots=":".join(str(p) for p in settings.local_bucket_roots),
             cache_dir=str(settings.home / "object-cache"),
+        ),
+        "cloud_apis": CloudApisResource(
+            azure_authority_host=settings.azure_authority_host,
+            azure_management_url=settings.azure_management_url,
+            azure_blob_url=settings.azure_blob_url,
+            gcp_bigquery_url=settings.gcp_bigquery_url,
         ),
     }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from koku_dagster.infra.settings import settings_from_env
-from koku_dagster.resources import KafkaResource, ObjectStoreResource, PlatformSourcesResource
+from koku_dagster.resources import CloudApisResource, KafkaResource, ObjectStoreResource, PlatformSourcesResource
 from koku_dagster.resources.ingestion import IngestionResource
 
 _DEFAULTS = settings_from_env({})
@@ -41,3 +41,13 @@ def platform_sources_resource(api_url: str, psk: str) -> PlatformSourcesResource
         internal_api_prefix=_DEFAULTS.sources_internal_api_prefix,
         psk=psk,
     )
+
+
+def cloud_apis_resource(**values: Any) -> CloudApisResource:
+    defaults = {
+        "azure_authority_host": _DEFAULTS.azure_authority_host,
+        "azure_management_url": _DEFAULTS.azure_management_url,
+        "azure_blob_url": _DEFAULTS.azure_blob_url,
+        "gcp_bigquery_url": _DEFAULTS.gcp_bigquery_url,
+    }
+    return CloudApisResource(**(defaults | values))

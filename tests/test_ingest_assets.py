@@ -18,7 +18,7 @@ from koku_dagster.assets.ingest import INGEST_ASSETS, ManifestConfig
 from koku_dagster.resources import ApplicationDatabase
 from koku_devtools.nise_reports import generate
 from tests.conftest import Harness
-from tests.resources import ingestion_resource, object_store_resource
+from tests.resources import cloud_apis_resource, ingestion_resource, object_store_resource
 
 MONTH = date(2026, 10, 1)
 
@@ -61,6 +61,7 @@ def _materialize(
             url=harness.store.url, local_bucket_roots=str(harness.buckets), endpoint_url=endpoint_url
         ),
         "ingestion": ingestion_resource(str(harness.store.local_root)),
+        "cloud_apis": cloud_apis_resource(),
     }
     return dg.materialize(
         INGEST_ASSETS,
@@ -268,6 +269,7 @@ def test_s3_object_store_publishes_and_fetches_partitions(
             cache_dir=str(cache),
         ),
         "ingestion": ingestion_resource(str(tmp_path / "home")),
+        "cloud_apis": cloud_apis_resource(),
     }
     key = dg.MultiPartitionKey({"provider": uuid, "billing_month": MONTH.isoformat()})
 
@@ -322,6 +324,7 @@ def test_missing_manifest_fails_its_partition_but_a_month_without_reports_does_n
                 "app_db": ApplicationDatabase(database_url=harness.url),
                 "object_store": object_store_resource(url=harness.store.url, local_bucket_roots=str(harness.buckets)),
                 "ingestion": ingestion_resource(str(harness.store.local_root)),
+                "cloud_apis": cloud_apis_resource(),
             },
             instance=instance,
         )
@@ -356,6 +359,7 @@ def _resources(harness: Harness) -> dict[str, object]:
         "app_db": ApplicationDatabase(database_url=harness.url),
         "object_store": object_store_resource(url=harness.store.url, local_bucket_roots=str(harness.buckets)),
         "ingestion": ingestion_resource(str(harness.store.local_root)),
+        "cloud_apis": cloud_apis_resource(),
     }
 
 

@@ -18,7 +18,7 @@ from koku_dagster.assets.ingest import INGEST_ASSETS, ManifestConfig
 from koku_dagster.resources import ApplicationDatabase
 from koku_devtools.nise_reports import generate
 from tests.conftest import Harness
-from tests.resources import ingestion_resource, object_store_resource
+from tests.resources import cloud_apis_resource, ingestion_resource, object_store_resource
 from tests.test_sensor import _tick
 
 MONTH = date(2026, 10, 1)
@@ -89,6 +89,7 @@ def _materialize(
             "app_db": ApplicationDatabase(database_url=harness.url),
             "object_store": object_store_resource(url=harness.store.url, local_bucket_roots=str(harness.buckets)),
             "ingestion": ingestion_resource(str(harness.store.local_root)),
+            "cloud_apis": cloud_apis_resource(),
         },
         instance=instance,
         run_config=dg.RunConfig(ops={"report_manifest": ManifestConfig(force=force)}),

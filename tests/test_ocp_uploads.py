@@ -41,7 +41,7 @@ from koku_devtools.platform_sources.admin import identity_header
 from koku_devtools.services import create_topics
 from koku_devtools.uploads import announce_payloads, announcement_body, produce_announcements
 from tests.conftest import Harness
-from tests.resources import ingestion_resource, kafka_resource, object_store_resource
+from tests.resources import cloud_apis_resource, ingestion_resource, kafka_resource, object_store_resource
 
 MONTH = date(2026, 10, 1)
 SCHEMA = "org1234567"
@@ -78,6 +78,7 @@ class World:
             ),
             "object_store": object_store_resource(url=self.h.store.url, local_bucket_roots=str(self.h.buckets)),
             "ingestion": ingestion_resource(str(self.h.store.local_root)),
+            "cloud_apis": cloud_apis_resource(),
         }
 
     def announce(self, *bodies: dict[str, Any] | bytes, service: str | None = "hccm") -> None:

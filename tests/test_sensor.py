@@ -9,7 +9,13 @@ from koku_dagster.definitions import defs
 from koku_dagster.resources import ApplicationDatabase
 from koku_dagster.sensors.platform_sources import platform_sources_sensor
 from tests.conftest import Harness
-from tests.resources import ingestion_resource, kafka_resource, object_store_resource, platform_sources_resource
+from tests.resources import (
+    cloud_apis_resource,
+    ingestion_resource,
+    kafka_resource,
+    object_store_resource,
+    platform_sources_resource,
+)
 
 SECRET = "sensor-test-client-secret"
 
@@ -21,6 +27,7 @@ def _resources(h: Harness) -> dict[str, object]:
         "kafka": kafka_resource(bootstrap_servers=h.broker.bootstrap, sources_topic=h.topic),
         "object_store": object_store_resource(url=h.store.url, local_bucket_roots=str(h.buckets)),
         "ingestion": ingestion_resource(str(h.store.local_root), initial_ingest_num_months=3),
+        "cloud_apis": cloud_apis_resource(),
     }
 
 

@@ -18,7 +18,7 @@ from koku_dagster.assets import OWNERS
 from koku_dagster.assets.partitions import provider_month_partitions
 from koku_dagster.ingest import workflow
 from koku_dagster.ingest.recording import StepFailed, WorkflowError
-from koku_dagster.resources import ApplicationDatabase, ObjectStoreResource
+from koku_dagster.resources import ApplicationDatabase, CloudApisResource, ObjectStoreResource
 from koku_dagster.resources.ingestion import IngestionResource
 
 GROUP = "ingest"
@@ -36,13 +36,15 @@ def _partition(context: dg.AssetExecutionContext) -> tuple[str, date]:
 
 
 def _workplace(
-    app_db: ApplicationDatabase, object_store: ObjectStoreResource, ingestion: IngestionResource
+    app_db: ApplicationDatabase,
+    object_store: ObjectStoreResource,
+    ingestion: IngestionResource,
+    cloud_apis: CloudApisResource,
 ) -> workflow.Workplace:
     return workflow.Workplace(
         engine=app_db.engine(),
         object_store=object_store.object_store(),
-        local_roots=object_store.roots(),
-        s3_client=object_store.report_s3_client,
+        access=object_store.report_access(cloud_apis.endpoints()),
         work_dir=ingestion.work_dir(),
         warehouse=ingestion.warehouse_path(),
         retain_num_months=ingestion.retain_num_months,
@@ -85,10 +87,13 @@ def report_manifest(
     app_db: ApplicationDatabase,
     object_store: ObjectStoreResource,
     ingestion: IngestionResource,
+    cloud_apis: CloudApisResource,
 ):
     uuid, month = _partition(context)
     with _step(context):
-        found = workflow.find_manifest(_workplace(app_db, object_store, ingestion), uuid, month, force=config.force)
+        found = workflow.find_manifest(
+            _workplace(app_db, object_store, ingestion, cloud_apis), uuid, month, force=config.force
+        )
     for note in found.notes:
         context.log.info(note)
     if found.manifest_id is not None:
@@ -109,10 +114,11 @@ def report_files(
     app_db: ApplicationDatabase,
     object_store: ObjectStoreResource,
     ingestion: IngestionResource,
+    cloud_apis: CloudApisResource,
 ) -> dg.MaterializeResult:
     uuid, month = _partition(context)
     with _step(context):
-        fetched = workflow.fetch_files(_workplace(app_db, object_store, ingestion), uuid, month)
+        fetched = workflow.fetch_files(_workplace(app_db, object_store, ingestion, cloud_apis), uuid, month)
     return dg.MaterializeResult(
         metadata={
             "assembly_id": fetched.assembly_id,
@@ -143,10 +149,11 @@ def line_items(
     app_db: ApplicationDatabase,
     object_store: ObjectStoreResource,
     ingestion: IngestionResource,
+    cloud_apis: CloudApisResource,
 ) -> dg.MaterializeResult:
     uuid, month = _partition(context)
     with _step(context):
-        result = workflow.convert_line_items(_workplace(app_db, object_store, ingestion), uuid, month)
+        result = workflow.convert_line_items(_workplace(app_db, object_store, ingestion, cloud_apis), uuid, month)
     return dg.MaterializeResult(metadata={**_path_metadata(result.metadata()), "dagster/row_count": result.stats.rows})
 
 
@@ -167,10 +174,11 @@ def daily_line_items(
     app_db: ApplicationDatabase,
     object_store: ObjectStoreResource,
     ingestion: IngestionResource,
+    cloud_apis: CloudApisResource,
 ) -> dg.MaterializeResult:
     uuid, month = _partition(context)
     with _step(context):
-        built = workflow.build_daily(_workplace(app_db, object_store, ingestion), uuid, month)
+        built = workflow.build_daily(_workplace(app_db, object_store, ingestion, cloud_apis), uuid, month)
     daily = built.outcome
     if daily is None:
         context.log.info(f"{built.provider_type}: the summary reads the line items directly; no daily line items")
@@ -229,10 +237,11 @@ def daily_summary(
     app_db: ApplicationDatabase,
     object_store: ObjectStoreResource,
     ingestion: IngestionResource,
+    cloud_apis: CloudApisResource,
 ):
     uuid, month = _partition(context)
     with _step(context):
-        built = workflow.build_summary(_workplace(app_db, object_store, ingestion), uuid, month)
+        built = workflow.build_summary(_workplace(app_db, object_store, ingestion, cloud_apis), uuid, month)
     if message := built.purge.message():
         context.log.info(message)
     checks = built.checks
@@ -300,10 +309,11 @@ def focus_cost(
     app_db: ApplicationDatabase,
     object_store: ObjectStoreResource,
     ingestion: IngestionResource,
+    cloud_apis: CloudApisResource,
 ):
     uuid, month = _partition(context)
     with _step(context):
-        built = workflow.build_focus_month(_workplace(app_db, object_store, ingestion), uuid, month)
+        built = workflow.build_focus_month(_workplace(app_db, object_store, ingestion, cloud_apis), uuid, month)
     if built.result is None:
         context.log.info(f"{built.provider_type} has no costs to write as FOCUS rows")
         yield dg.MaterializeResult(metadata={"dagster/row_count": 0, "applies": False})

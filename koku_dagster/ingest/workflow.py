@@ -45,7 +45,7 @@ from koku_dagster.providers.base import (
     MonthChecks,
     MonthPartition,
     ProviderContext,
-    S3ClientFactory,
+    ReportAccess,
     WrittenTable,
 )
 from koku_dagster.reports.archive import ArchivedReports, archive_file
@@ -61,8 +61,7 @@ class Workplace:
 
     engine: sa.Engine
     object_store: ObjectStore
-    local_roots: tuple[Path, ...]
-    s3_client: S3ClientFactory
+    access: ReportAccess
     work_dir: Path
     warehouse: Path
     retain_num_months: int
@@ -92,7 +91,7 @@ def _provider_month(w: Workplace, provider_uuid: str, month: date) -> _ProviderM
 
 
 def _report_source(w: Workplace, pm: _ProviderMonth) -> ReportSource:
-    return pm.kind.report_source(pm.ctx, w.local_roots, w.s3_client)
+    return pm.kind.report_source(pm.ctx, w.access)
 
 
 def _latest_manifest(w: Workplace, provider_uuid: str, month: date) -> manifests.ManifestRecord:

@@ -25,7 +25,7 @@ from koku_dagster.providers.base import (
     CredentialInputs,
     CredentialsError,
     ProviderContext,
-    S3ClientFactory,
+    ReportAccess,
     SettingsError,
 )
 from koku_dagster.reports.csv_parquet import report_stem
@@ -279,12 +279,10 @@ class AwsType(CloudType):
         if not data_source.get("bucket"):
             raise SettingsError("The S3 bucket is missing.")
 
-    def report_source(
-        self, ctx: ProviderContext, local_roots: tuple[Path, ...], s3_client: S3ClientFactory
-    ) -> ReportSource:
+    def report_source(self, ctx: ProviderContext, access: ReportAccess) -> ReportSource:
         if self.local_directory_key is not None:
-            return LocalCurReports(self.local_directory(ctx, local_roots))
-        client = s3_client(
+            return LocalCurReports(self.local_directory(ctx, access.local_roots))
+        client = access.s3_client(
             ctx.credentials.get("role_arn", ""),
             ctx.credentials.get("external_id"),
             ctx.data_source.get("bucket_region"),

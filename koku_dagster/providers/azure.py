@@ -29,7 +29,7 @@ from koku_dagster.providers.base import (
     CredentialInputs,
     CredentialsError,
     ProviderContext,
-    S3ClientFactory,
+    ReportAccess,
 )
 from koku_dagster.reports.csv_parquet import TIMESTAMP_TYPE, CsvTable, in_month, normalise_name
 from koku_dagster.reports.errors import ManifestError
@@ -261,12 +261,10 @@ class AzureType(CloudType):
             and {"resource_group", "storage_account"} <= set(data_source)
         )
 
-    def report_source(
-        self, ctx: ProviderContext, local_roots: tuple[Path, ...], s3_client: S3ClientFactory
-    ) -> ReportSource:
+    def report_source(self, ctx: ProviderContext, access: ReportAccess) -> ReportSource:
         if self.local_directory_key is None:
-            return super().report_source(ctx, local_roots, s3_client)
-        return LocalAzureExports(self.local_directory(ctx, local_roots), ctx.data_source.get("export_name"))
+            return super().report_source(ctx, access)
+        return LocalAzureExports(self.local_directory(ctx, access.local_roots), ctx.data_source.get("export_name"))
 
     def month_totals(self, *, schema: str, provider_uuid: str, month: date, out_root: Path) -> MonthTotals:
         """Counts and cost sums of the line-item and summary partitions; raw cost from the line-item footers."""

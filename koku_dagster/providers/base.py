@@ -30,6 +30,27 @@ LOCAL_SUFFIX = "-local"
 S3ClientFactory = Callable[[str, str | None, str | None], Any]
 
 
+@dataclass(frozen=True)
+class CloudEndpoints:
+    """Where the cloud APIs answer (public clouds by default; overridden for other clouds and tests)."""
+
+    azure_authority_host: str = "https://login.microsoftonline.com"
+    azure_management_url: str = "https://management.azure.com"
+    #: Blob Storage account URL; ``{account}`` stands for the source's storage account.
+    azure_blob_url: str = "https://{account}.blob.core.windows.net"
+    #: BigQuery API endpoint; None for Google's (with credentials), else requests go without credentials.
+    gcp_bigquery_url: str | None = None
+
+
+@dataclass(frozen=True)
+class ReportAccess:
+    """How a provider type reaches its reports: the local bucket roots, an S3 client factory, cloud endpoints."""
+
+    local_roots: tuple[Path, ...]
+    s3_client: S3ClientFactory
+    endpoints: CloudEndpoints = field(default_factory=CloudEndpoints)
+
+
 def load_sql(name: str) -> str:
     """The text of ``providers/sql/{name}.sql``."""
     return (SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")
@@ -221,9 +242,7 @@ class ProviderType(ABC):
         except SettingsError as exc:
             raise IngestError(str(exc)) from None
 
-    def report_source(
-        self, ctx: ProviderContext, local_roots: tuple[Path, ...], s3_client: S3ClientFactory
-    ) -> ReportSource:
+    def report_source(self, ctx: ProviderContext, access: ReportAccess) -> ReportSource:
         """The reader of a provider's cost reports; :class:`IngestError` when it cannot be built."""
         raise IngestError(f"reading {self.name} reports is not available")
 

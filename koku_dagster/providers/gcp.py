@@ -32,7 +32,7 @@ from koku_dagster.providers.base import (
     CredentialInputs,
     CredentialsError,
     ProviderContext,
-    S3ClientFactory,
+    ReportAccess,
 )
 from koku_dagster.reports.csv_parquet import TIMESTAMP_TYPE, CsvTable
 from koku_dagster.reports.errors import ManifestError
@@ -233,12 +233,10 @@ class GcpType(CloudType):
             raise CredentialsError("Unable to find the GCP project id of the source")
         return {"project_id": inputs.username}
 
-    def report_source(
-        self, ctx: ProviderContext, local_roots: tuple[Path, ...], s3_client: S3ClientFactory
-    ) -> ReportSource:
+    def report_source(self, ctx: ProviderContext, access: ReportAccess) -> ReportSource:
         if self.local_directory_key is None:
-            return super().report_source(ctx, local_roots, s3_client)
-        return LocalGcpExports(self.local_directory(ctx, local_roots))
+            return super().report_source(ctx, access)
+        return LocalGcpExports(self.local_directory(ctx, access.local_roots))
 
     def month_totals(self, *, schema: str, provider_uuid: str, month: date, out_root: Path) -> MonthTotals:
         """Counts, cost and credit sums of the line-item, daily and summary partitions of one invoice month.

@@ -8,6 +8,7 @@ from dagster_aws.s3 import S3Resource
 
 from koku_dagster.infra.object_store import ObjectStore
 from koku_dagster.providers.aws import assume_role_credentials
+from koku_dagster.providers.base import CloudEndpoints, ReportAccess
 
 
 class ObjectStoreResource(dg.ConfigurableResource):
@@ -23,6 +24,10 @@ class ObjectStoreResource(dg.ConfigurableResource):
 
     def object_store(self) -> ObjectStore:
         return ObjectStore(self.url, self.endpoint_url, Path(self.cache_dir) if self.cache_dir else None)
+
+    def report_access(self, endpoints: CloudEndpoints) -> ReportAccess:
+        """How readers reach reports: the local roots, S3 as the provider's role, and the cloud endpoints."""
+        return ReportAccess(self.roots(), self.report_s3_client, endpoints)
 
     def roots(self) -> tuple[Path, ...]:
         return tuple(Path(p).resolve() for p in self.local_bucket_roots.split(":") if p)
