@@ -60,6 +60,11 @@ class CredentialsError(Exception):
     """What Platform Sources holds for a source does not make complete credentials."""
 
 
+class Unreachable(Exception):
+    """A source's reports cannot be reached. The message is fixed per kind of failure and shown to the user,
+    so it never carries raw error text (the raw cause goes to the log only)."""
+
+
 class SettingsError(Exception):
     """A source's credentials or billing source cannot back a provider as they stand (the user must fix them)."""
 
@@ -241,6 +246,20 @@ class ProviderType(ABC):
             return resolve_local_directory(ctx.data_source.get(self.local_directory_key or "", ""), local_roots)
         except SettingsError as exc:
             raise IngestError(str(exc)) from None
+
+    def check_reachable(self, ctx: ProviderContext, access: ReportAccess) -> None:
+        """Whether the source's reports can be reached now (Koku's ``cost_usage_source_ready``).
+
+        Raises :class:`Unreachable` with the fixed message of the failure's kind. Every call has a timeout.
+        Local types: the folder is allowed and readable; types without reports (OpenShift) always pass.
+        """
+        if self.local_directory_key is None:
+            return
+        try:
+            folder = self.local_directory(ctx, access.local_roots)
+            next(folder.iterdir(), None)
+        except (IngestError, OSError):
+            raise Unreachable("The local folder of the source cannot be read.") from None
 
     def report_source(self, ctx: ProviderContext, access: ReportAccess) -> ReportSource:
         """The reader of a provider's cost reports; :class:`IngestError` when it cannot be built."""
