@@ -13,8 +13,11 @@ $(STAMP): pyproject.toml devtools/pyproject.toml
 
 venv: $(STAMP)
 
+# `make demo DAGSTER_STORAGE=postgres` keeps Dagster's runs, event log and schedules in an embedded PostgreSQL.
+DAGSTER_STORAGE ?= sqlite
+
 demo: $(STAMP)
-	$(BIN)/python -m koku_devtools.demo
+	DAGSTER_STORAGE=$(DAGSTER_STORAGE) $(BIN)/python -m koku_devtools.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check koku_dagster tests bench devtools

@@ -1,5 +1,5 @@
-"""``python -m bench [--only sources|ingest_aws|ingest_ocp] [--sources N] [--aws-rows N] [--ocp-rows N]``: run the
-benchmarks, print tables."""
+"""``python -m bench [--only sources|ingest_aws|ingest_ocp|ingest_gcp] [--sources N] [--aws-rows N] [--ocp-rows N]
+[--gcp-rows N]``: run the benchmarks, print tables."""
 
 from __future__ import annotations
 
@@ -7,10 +7,15 @@ import argparse
 import sys
 import time
 
-from bench import ingest_aws, ingest_ocp, sources_sync
+from bench import ingest_aws, ingest_gcp, ingest_ocp, sources_sync
 from bench._util import machine
 
-BENCHMARKS = {sources_sync.NAME: sources_sync, ingest_aws.NAME: ingest_aws, ingest_ocp.NAME: ingest_ocp}
+BENCHMARKS = {
+    sources_sync.NAME: sources_sync,
+    ingest_aws.NAME: ingest_aws,
+    ingest_ocp.NAME: ingest_ocp,
+    ingest_gcp.NAME: ingest_gcp,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         help="rows of the nise OpenShift month for ingest_ocp (default 1000000; cached in bench/.data)",
     )
     parser.add_argument(
-        "--repeats", type=int, default=3, help="ingest_aws, ingest_ocp: runs per approach (median reported)"
+        "--gcp-rows",
+        type=int,
+        default=50_000,
+        help="rows of the GCP month in the BigQuery emulator for ingest_gcp (default 50000; cached in bench/.data)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="ingest_aws, ingest_ocp, ingest_gcp: runs per approach (median reported)"
     )
     options = parser.parse_args(argv)
     selected = list(dict.fromkeys(options.only or BENCHMARKS))
@@ -76,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             ingest_rows += ingest_aws.run(options.aws_rows, options.repeats)
         elif name == ingest_ocp.NAME:
             ingest_rows += ingest_ocp.run(options.ocp_rows, options.repeats)
+        elif name == ingest_gcp.NAME:
+            ingest_rows += ingest_gcp.run(options.gcp_rows, options.repeats)
         else:
             rows.extend(BENCHMARKS[name].run(options))
     facts = machine()

@@ -243,15 +243,16 @@ def raw_pod_sums(tarball: Path) -> list[Decimal]:
 
 def _ours(tarball: Path, out: Path) -> dict[str, Any]:
     from koku_dagster.providers import ocp
-    from koku_dagster.providers.ocp_payload import extract_payload, fetch_payload, read_manifest
+    from koku_dagster.providers.ocp_payload import extract_payload, read_manifest
+    from koku_dagster.uploads.download import UrlPolicy, fetch_payload
 
     laps = _Laps()
     local = fetch_payload(
         tarball.as_uri(),
         out / "download" / tarball.name,
+        policy=UrlPolicy(file_roots=(tarball.parent,)),
         max_bytes=4 << 30,
         timeout=60,
-        allowed_file_roots=(tarball.parent,),
     )
     laps("fetch")
     manifest = read_manifest(local)

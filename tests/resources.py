@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from koku_dagster.infra.settings import settings_from_env
-from koku_dagster.resources import CloudApisResource, KafkaResource, ObjectStoreResource, PlatformSourcesResource
+from koku_dagster.resources import (
+    ApplicationDatabase,
+    CloudApisResource,
+    KafkaResource,
+    ObjectStoreResource,
+    PlatformSourcesResource,
+)
 from koku_dagster.resources.ingestion import IngestionResource
 
 _DEFAULTS = settings_from_env({})
@@ -30,6 +36,11 @@ def kafka_resource(bootstrap_servers: str, **values: Any) -> KafkaResource:
         "sources_topic": _DEFAULTS.sources_topic,
         "upload_topic": _DEFAULTS.upload_topic,
         "validation_topic": _DEFAULTS.validation_topic,
+        "security_protocol": _DEFAULTS.kafka_security.protocol,
+        "sasl_mechanism": _DEFAULTS.kafka_security.sasl_mechanism,
+        "sasl_username": _DEFAULTS.kafka_security.sasl_username,
+        "sasl_password": _DEFAULTS.kafka_security.sasl_password,
+        "ssl_ca_location": _DEFAULTS.kafka_security.ssl_ca_location,
     }
     return KafkaResource(bootstrap_servers=bootstrap_servers, **(defaults | values))
 
@@ -51,3 +62,13 @@ def cloud_apis_resource(**values: Any) -> CloudApisResource:
         "gcp_bigquery_url": _DEFAULTS.gcp_bigquery_url,
     }
     return CloudApisResource(**(defaults | values))
+
+
+def ingest_resources(harness: Any, **cloud_apis: Any) -> dict[str, Any]:
+    """The resources of the ingest assets over a test harness (its database, object store and buckets)."""
+    return {
+        "app_db": ApplicationDatabase(database_url=harness.url),
+        "object_store": object_store_resource(url=harness.store.url, local_bucket_roots=str(harness.buckets)),
+        "ingestion": ingestion_resource(str(harness.store.local_root)),
+        "cloud_apis": cloud_apis_resource(**cloud_apis),
+    }

@@ -41,11 +41,18 @@ def _raw_cost(bucket: Path) -> tuple[Decimal, int]:
     return total, rows
 
 
+def _passed_check(harness: Harness) -> None:
+    """Record every provider as reachable, as a passed reachability check does (test_reachability.py)."""
+    with harness.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE api_provider SET reachable = :yes"), {"yes": True})
+
+
 def _setup(harness: Harness, bucket_src: Path, name: str = "aws") -> tuple[str, Path]:
     bucket = harness.buckets / name
     shutil.copytree(bucket_src, bucket)
     created = harness.admin.create_cost_source("aws-local", f"AWS {name}", bucket=str(bucket))
     harness.settle()
+    _passed_check(harness)
     uuid = harness.table("api_sources", "source_id")[-1]["koku_uuid"]
     assert uuid and created
     return uuid, bucket
@@ -197,6 +204,7 @@ def test_s3_bucket_through_assumed_role(
         "aws", "Real AWS", bucket=bucket, role_arn="arn:aws:iam::123456789012:role/CostManagement", external_id="ext"
     )
     harness.settle()
+    _passed_check(harness)
     uuid = harness.table("api_sources", "source_id")[0]["koku_uuid"]
     assert uuid
     with dg.instance_for_test() as instance:
@@ -239,6 +247,7 @@ def test_missing_s3_bucket_fails_and_reports_unavailable(
         monkeypatch.setenv(key, value)
     harness.admin.create_cost_source("aws", "No bucket", bucket="no-such-bucket-here")
     harness.settle()
+    _passed_check(harness)  # the bucket went away after the check
     uuid = harness.table("api_sources", "source_id")[0]["koku_uuid"]
     with dg.instance_for_test() as instance:
         result = _materialize(harness, instance, uuid, endpoint_url=moto_server.endpoint_url)

@@ -15,10 +15,11 @@ import duckdb
 import pytest
 
 from koku_dagster.assets.ingest import INGEST_ASSETS, ManifestConfig
-from koku_dagster.resources import ApplicationDatabase
+from koku_dagster.ingest.reachability import check_providers
+from koku_dagster.providers.base import ReportAccess
 from koku_devtools.nise_reports import generate
 from tests.conftest import Harness
-from tests.resources import cloud_apis_resource, ingestion_resource, object_store_resource
+from tests.resources import ingest_resources
 from tests.test_sensor import _tick
 
 MONTH = date(2026, 10, 1)
@@ -75,7 +76,13 @@ def _create(harness: Harness, kind: str, src: Path, name: str) -> tuple[str, Pat
     harness.settle()
     row = next(r for r in harness.table("api_sources", "source_id") if r["name"] == name)
     assert row["koku_uuid"], row["status"]
+    _check(harness, [row["koku_uuid"]])
     return row["koku_uuid"], target
+
+
+def _check(harness: Harness, uuids: list[str]) -> None:
+    """The reachability checks of these providers (what ``source_reachability_sensor``'s runs do)."""
+    check_providers(harness.engine, ReportAccess((harness.buckets,), lambda *_: None), uuids)
 
 
 def _materialize(
@@ -85,12 +92,7 @@ def _materialize(
     return dg.materialize(
         INGEST_ASSETS,
         partition_key=dg.MultiPartitionKey({"provider": uuid, "billing_month": MONTH.isoformat()}),
-        resources={
-            "app_db": ApplicationDatabase(database_url=harness.url),
-            "object_store": object_store_resource(url=harness.store.url, local_bucket_roots=str(harness.buckets)),
-            "ingestion": ingestion_resource(str(harness.store.local_root)),
-            "cloud_apis": cloud_apis_resource(),
-        },
+        resources=ingest_resources(harness),
         instance=instance,
         run_config=dg.RunConfig(ops={"report_manifest": ManifestConfig(force=force)}),
         raise_on_error=False,
@@ -131,6 +133,7 @@ def test_sensor_requests_first_runs_for_azure_and_gcp_providers(harness: Harness
         runs = []
         for _ in range(4):
             runs += _tick(harness, instance).run_requests or []
+            _check(harness, [r["uuid"] for r in harness.table("api_provider", "uuid")])
         uuids = {r["koku_uuid"] for r in harness.table("api_sources", "source_id")}
         assert len(uuids) == 2 and None not in uuids
         requested = {r.partition_key.keys_by_dimension["provider"] for r in runs}  # type: ignore[union-attr]

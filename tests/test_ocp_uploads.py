@@ -33,6 +33,7 @@ from koku_dagster.resources import ApplicationDatabase
 from koku_dagster.sensors import ocp_upload as sensor_module
 from koku_dagster.sensors.ocp_upload import ocp_upload_sensor
 from koku_dagster.uploads.announcements import BadAnnouncement, parse_announcement, shown_url
+from koku_dagster.uploads.download import FETCH_FAILED, UrlPolicy
 from koku_dagster.uploads.intake import UPLOAD_GROUP
 from koku_dagster.uploads.processing import UploadLimits, _reason, process_upload
 from koku_devtools.nise_reports import OCP_CLUSTER_ID, generate
@@ -336,7 +337,7 @@ def test_failures_are_recorded_answered_and_touch_nothing_else(
         world.h.engine,
         "oversized",
         object_store=world.h.store,
-        allowed_roots=(buckets,),
+        url_policy=UrlPolicy(file_roots=(buckets,)),
         work_dir=tmp_path / "work",
         limits=UploadLimits(max_payload_bytes=1024),
     )
@@ -350,10 +351,7 @@ def test_failures_are_recorded_answered_and_touch_nothing_else(
     assert (
         reasons["missing-file"] == "ReportFileMissingError: report file listed in the manifest is missing: absent.csv"
     )
-    assert (
-        reasons["outside-roots"].startswith("PayloadRefusedError:")
-        and "outside the allowed" in reasons["outside-roots"]
-    )
+    assert reasons["outside-roots"] == f"PayloadDownloadError: {FETCH_FAILED}"  # nothing about the target
     assert reasons["oversized"].startswith("PayloadTooLargeError:")
     assert world.upload("unknown-cluster")["cluster_id"] == "someone-elses-cluster"
     # Nothing else touched: the store and the manifests are as the good payload left them.
@@ -428,14 +426,14 @@ def test_announcement_fields_and_services() -> None:
         "request_id": "r1",
         "org_id": "42",
         "url": "https://u:p@host:8443/p.tar.gz" + SIGNED,
-        "b64_identity": IDENTITY,
+        "b64_identity": identity_header("42", "10001"),
     }
     value = json.dumps(body).encode()
     assert parse_announcement(POS, [("service", b"advisor")], value) is None
     assert parse_announcement(POS, None, b"{bad") is None  # other services are not even parsed
     parsed = parse_announcement(POS, HCCM, value)
     assert parsed is not None and (parsed.request_id, parsed.org_id, parsed.account) == ("r1", "42", None)
-    assert IDENTITY not in repr(parsed) and "topsecret" not in repr(parsed) and "u:p" not in repr(parsed)
+    assert body["b64_identity"] not in repr(parsed) and "topsecret" not in repr(parsed) and "u:p" not in repr(parsed)
     assert shown_url(parsed.url) == "https://host:8443/p.tar.gz"
     reason = _reason(RuntimeError(f"https://u:p@host:8443/p.tar.gz: failed ({body['url']})"), body["url"])
     assert "topsecret" not in reason and "u:p@" not in reason and "host:8443/p.tar.gz" in reason
@@ -528,7 +526,11 @@ def test_a_provider_deleted_during_the_payload_run_keeps_nothing(
 
     monkeypatch.setattr(processing, "find_cluster_provider", found_then_deleted)
     outcome = process_upload(
-        world.h.engine, "late", object_store=world.h.store, allowed_roots=(world.h.buckets,), work_dir=tmp_path / "work"
+        world.h.engine,
+        "late",
+        object_store=world.h.store,
+        url_policy=UrlPolicy(file_roots=(world.h.buckets,)),
+        work_dir=tmp_path / "work",
     )
     assert not outcome.succeeded
     assert "was deleted or deactivated while the payload was processed" in (outcome.upload.reason or "")

@@ -13,6 +13,7 @@ from koku_dagster.ingest.polling import (
     billing_months,
     currently_processing,
     months_to_ingest,
+    record_poll,
     take_polling_batch,
 )
 from tests.resources import ingestion_resource
@@ -50,6 +51,7 @@ def _add(conn: sa.Connection, uuid: str, type_: str = "AWS", **values: object) -
             type=type_,
             customer_id=1,
             created_timestamp=values.pop("created", NOW - 30 * DAY),
+            reachable=values.pop("reachable", True),  # its reachability check passed
             **values,
         )
     )
@@ -70,13 +72,21 @@ def test_polling_batch_rules(db_url: str) -> None:
         _add(conn, "g-busy", polling_timestamp=NOW - 2 * DAY, data_updated_timestamp=NOW - 2.5 * DAY)
         _add(conn, "h-azure-local", "Azure-local")
         _add(conn, "i-gcp-local", "GCP-local")
-        _add(conn, "j-azure-blob", "Azure")  # no Blob Storage reader yet: not polled
-    due = take_polling_batch(engine, NOW, 86400)
-    assert [d.uuid for d in due] == ["a-never", "h-azure-local", "i-gcp-local", "b-old"]
+        _add(conn, "j-azure-blob", "Azure")
+        _add(conn, "k-unchecked", reachable=None)  # not polled before its reachability check passes
+        _add(conn, "l-unreachable", reachable=False)
     with engine.connect() as conn:
-        stamped = dict(conn.execute(sa.select(provider.c.uuid, provider.c.polling_timestamp)).all())
-    assert stamped["g-busy"] == NOW  # still processing: stamped, not returned
-    assert stamped["c-recent"] == NOW - timedelta(hours=1)
+        before = dict(conn.execute(sa.select(provider.c.uuid, provider.c.polling_timestamp)).all())
+    due = take_polling_batch(engine, NOW, 86400)
+    assert [d.uuid for d in due] == ["a-never", "h-azure-local", "i-gcp-local", "j-azure-blob", "b-old"]
+    with engine.connect() as conn:
+        after = dict(conn.execute(sa.select(provider.c.uuid, provider.c.polling_timestamp)).all())
+    assert after == before  # selecting writes nothing: the poll is recorded when its run starts
+    assert take_polling_batch(engine, NOW, 86400, skip={"a-never", "b-old"})[0].uuid == "h-azure-local"
+    for d in due:
+        assert record_poll(engine, d.uuid, NOW)
+        assert not record_poll(engine, d.uuid, NOW)  # the poll's other months: recorded once
+    assert not record_poll(engine, "b-old", NOW - DAY)  # an older poll never overwrites a newer one
     assert take_polling_batch(engine, NOW + timedelta(hours=1), 86400) == []
 
 
@@ -89,6 +99,8 @@ def test_polling_batch_spreads_many_providers_over_the_day(db_url: str) -> None:
         for i in range(50):
             _add(conn, f"p{i:02d}")
     first = take_polling_batch(engine, NOW, 86400)
+    for d in first:
+        record_poll(engine, d.uuid, NOW)
     second = take_polling_batch(engine, NOW + timedelta(hours=1), 86400)
     assert len(first) == 3 and len(second) == 3  # ceil(50 / 21)
     assert not {d.uuid for d in first} & {d.uuid for d in second}
@@ -126,6 +138,12 @@ def test_polling_schedule_requests_one_run_per_due_provider_month(db_url: str) -
             "2026-11-01|b-setup",
         ]
         assert all(r.run_key and r.run_key.startswith("poll:") for r in requests)
+        assert {r.tags["koku/polled_at"] for r in requests} == {NOW.isoformat()}
+        # Nothing recorded by the tick: a tick whose runs never started loses no poll.
+        retried = report_polling_schedule(context)
+        assert sorted(str(r.partition_key) for r in retried) == keys
+        for uuid in ("a-new", "b-setup"):  # what the runs' report_manifest step does when they start
+            record_poll(engine, uuid, NOW)
         again = report_polling_schedule(
             dg.build_schedule_context(
                 instance=instance, scheduled_execution_time=NOW + timedelta(hours=1), resources=resources

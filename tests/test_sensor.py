@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dagster as dg
+import sqlalchemy as sa
 
 from koku_dagster.assets.partitions import providers_partitions
 from koku_dagster.definitions import defs
+from koku_dagster.infra.db.schema import provider
+from koku_dagster.ingest.reachability import check_providers
+from koku_dagster.providers.base import ReportAccess
 from koku_dagster.resources import ApplicationDatabase
 from koku_dagster.sensors.platform_sources import platform_sources_sensor
 from tests.conftest import Harness
@@ -42,6 +46,14 @@ def _tick(h: Harness, instance: dg.DagsterInstance) -> dg.SensorResult:
             for key in request.partition_keys:
                 instance.delete_dynamic_partition(request.partitions_def_name, key)
     return result
+
+
+def _checked_tick(h: Harness, instance: dg.DagsterInstance) -> dg.SensorResult:
+    """A tick after the reachability checks of every provider (what ``source_reachability_sensor``'s runs do)."""
+    with h.engine.connect() as conn:
+        uuids = list(conn.execute(sa.select(provider.c.uuid)).scalars())
+    check_providers(h.engine, ReportAccess((h.buckets,), lambda *_: None), uuids)
+    return _tick(h, instance)
 
 
 def test_definitions_load_with_contract_names(tmp_path, monkeypatch) -> None:
@@ -91,7 +103,9 @@ def test_sensor_adds_and_deletes_provider_partitions_and_reports_records(harness
         assert src_meta["events_read"].value == 8
         assert src_meta["sources_by_type"].value == {"AWS-local": 1, "Azure-local": 1}
         assert events["provider_records"].metadata["providers_created"].value == 2
-        # New providers are ingested at once: their initial months, 3 each.
+        # New providers are ingested once their reachability check passed: their initial months, 3 each.
+        assert not result.run_requests
+        result = _checked_tick(harness, instance)
         keys = sorted(str(r.partition_key) for r in result.run_requests)
         for uid in ("0b6c0f8e-1111-4e5e-9d9e-000000000001", "0b6c0f8e-1111-4e5e-9d9e-000000000002"):
             assert len([k for k in keys if k.endswith(f"|{uid}")]) == 3
@@ -128,11 +142,13 @@ def test_billing_change_requests_forced_reingestion(harness: Harness) -> None:
     second.mkdir()
     created = harness.admin.create_cost_source("aws-local", "AWS", bucket=str(first))
     with dg.instance_for_test() as instance:
-        initial = _tick(harness, instance)
+        _tick(harness, instance)
+        initial = _checked_tick(harness, instance)
         assert len(initial.run_requests) == 3
         assert not any(r.run_config["ops"]["report_manifest"]["config"]["force"] for r in initial.run_requests)
         harness.admin.update_application_extra(created["application"]["id"], {"bucket": str(second)})
-        changed = _tick(harness, instance)
+        assert not _tick(harness, instance).run_requests  # not before the new settings are checked
+        changed = _checked_tick(harness, instance)
         assert len(changed.run_requests) == 3
         assert all(r.run_config["ops"]["report_manifest"]["config"]["force"] for r in changed.run_requests)
         assert all(r.run_key.startswith("reingest:") for r in changed.run_requests)
@@ -146,12 +162,14 @@ def test_a_provider_recreated_under_the_same_uuid_is_ingested_again(harness: Har
     uid = "0b6c0f8e-1111-4e5e-9d9e-0000000000aa"
     with dg.instance_for_test() as instance:
         first = harness.admin.create_cost_source("aws-local", "AWS", bucket=str(bucket), uid=uid)
-        keys_before = {r.run_key for r in _tick(harness, instance).run_requests}
+        _tick(harness, instance)
+        keys_before = {r.run_key for r in _checked_tick(harness, instance).run_requests}
         assert len(keys_before) == 3
         harness.admin.delete_source(first["source"]["id"])
         _tick(harness, instance)
         harness.admin.create_cost_source("aws-local", "AWS again", bucket=str(bucket), uid=uid)
-        result = _tick(harness, instance)
+        _tick(harness, instance)
+        result = _checked_tick(harness, instance)
         keys_after = {r.run_key for r in result.run_requests}
         assert {str(r.partition_key).split("|")[1] for r in result.run_requests} == {uid}
         assert len(keys_after) == 3 and not keys_after & keys_before  # not swallowed as already requested

@@ -16,7 +16,9 @@ import sqlalchemy as sa
 from koku_dagster.infra.db.schema import provider, sources
 from koku_dagster.infra.db.types import utcnow
 from koku_dagster.infra.kafka import BatchConsumer
+from koku_dagster.ingest.reachability import check_providers
 from koku_dagster.providers.availability import DUPLICATE_ACCOUNT_MESSAGE
+from koku_dagster.providers.base import ReportAccess
 from koku_devtools.platform_sources.admin import identity_header
 from tests.conftest import Harness, default_headers
 
@@ -33,6 +35,11 @@ def _providers(h: Harness) -> list[dict]:
     return h.table("api_provider", "uuid")
 
 
+def _check_all(h: Harness) -> None:
+    """The reachability checks of every provider (what ``source_reachability_sensor``'s runs do)."""
+    check_providers(h.engine, ReportAccess((h.buckets,), lambda *_: None), [p["uuid"] for p in _providers(h)])
+
+
 def _aws(h: Harness, name: str = "Provider AWS", **kw) -> dict:
     bucket = h.buckets / name.replace(" ", "_")
     bucket.mkdir(exist_ok=True)
@@ -46,6 +53,9 @@ def test_aws_happy_path_creates_source_provider_and_reports_available(harness: H
     source_id = int(created["source"]["id"])
     report = harness.run()[0]
     assert report.batch.read == 4 and report.batch.rejected == []
+    assert _source(harness, source_id)["status"] is None  # not reported before its reachability check
+    _check_all(harness)
+    harness.run()
 
     row = _source(harness, source_id)
     assert row is not None
@@ -307,7 +317,7 @@ def test_replay_from_offset_zero_leaves_identical_tables(harness: Harness) -> No
 def test_crash_between_db_commit_and_offset_commit(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     created = _aws(harness, uid=UID)
 
-    def crash(self, offsets):  # the process dies right after the database commit
+    def crash(self, offsets, timeout=None):  # the process dies right after the database commit
         raise RuntimeError("simulated crash before offset commit")
 
     monkeypatch.setattr(BatchConsumer, "commit", crash)
@@ -321,7 +331,13 @@ def test_crash_between_db_commit_and_offset_commit(harness: Harness, monkeypatch
     assert len(harness.table("api_sources", "source_id")) == 1
 
 
-def test_failing_provider_operation_is_retried_then_marked_failed(harness: Harness) -> None:
+def test_failing_deletion_is_never_given_up(harness: Harness) -> None:
+    """A purge that keeps failing is retried with capped back-off, flagged and visible, and done once it works."""
+    from datetime import timedelta
+
+    from koku_dagster.sources.provider_operations import FAILING_AFTER_ATTEMPTS
+    from koku_dagster.sources.sync import waiting_counts
+
     created = _aws(harness, uid=UID)
     keep = _aws(harness, "Keep", role_arn=ARN + "k")
     harness.settle()
@@ -331,24 +347,23 @@ def test_failing_provider_operation_is_retried_then_marked_failed(harness: Harne
         calls.append(uuid)
         raise OSError("object store unavailable")
 
-    harness.store = type(harness.store)(harness.store.url)
     harness.admin.delete_source(int(created["source"]["id"]))
     sync = harness.sync()
     sync.operations.purge_data = broken_purge
-    from datetime import timedelta
-
-    from koku_dagster.infra.db.types import utcnow
-    from koku_dagster.sources.provider_operations import MAX_OP_ATTEMPTS
-
     now = utcnow()
-    for i in range(MAX_OP_ATTEMPTS + 2):
+    for i in range(FAILING_AFTER_ATTEMPTS + 4):
         sync.run_once(now=now + timedelta(hours=i))
     row = _source(harness, int(created["source"]["id"]))
-    assert len(calls) == MAX_OP_ATTEMPTS
+    assert len(calls) == FAILING_AFTER_ATTEMPTS + 4  # every pass tried again, none gave up
     assert row["op_failed"] is True and "object store unavailable" in row["op_last_error"]
-    assert row["status"]["availability_status"] == "unavailable"
+    assert row["pending_delete"] is True and "retries automatically" in row["status"]["availability_status_error"]
+    assert waiting_counts(harness.engine)["deletions"] == 1
     assert UID in [p["uuid"] for p in _providers(harness)]  # nothing half-deleted
     assert _source(harness, int(keep["source"]["id"]))["koku_uuid"]  # others unaffected
+    sync.operations.purge_data = harness.store.delete_provider_data  # the store is back
+    report = sync.run_once(now=now + timedelta(days=2))
+    assert report.deleted == [UID] and _source(harness, int(created["source"]["id"])) is None
+    assert waiting_counts(harness.engine)["deletions"] == 0
 
 
 def test_backlog_drains_over_bounded_ticks(harness: Harness) -> None:
@@ -367,7 +382,7 @@ def test_backlog_drains_over_bounded_ticks(harness: Harness) -> None:
     assert len(_providers(harness)) == 5
 
 
-def test_one_failing_source_is_given_up_and_others_proceed(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_failing_source_is_parked_and_others_proceed(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     bad = _aws(harness, "Bad", role_arn=ARN + "bad")
     good = _aws(harness, "Good", role_arn=ARN + "good")
     bad_id = int(bad["source"]["id"])
@@ -386,13 +401,19 @@ def test_one_failing_source_is_given_up_and_others_proceed(harness: Harness, mon
 
     monkeypatch.setattr(SourcesClient, "source_details", flaky)
     monkeypatch.setattr(SourcesClient, "sources_by_id", listed)
-    from koku_dagster.sources.batch import MAX_MESSAGE_ATTEMPTS
-
-    harness.settle(max_passes=MAX_MESSAGE_ATTEMPTS + 6)
-    rejected = harness.table("sources_rejected_message", "offset")
-    assert rejected and all("gave up after" in r["reason"] for r in rejected)
+    first = harness.run()[0]
+    assert first.batch.parked >= 1 and first.batch.retrying  # parked, offsets committed all the same
+    with BatchConsumer(harness.broker.bootstrap, harness.topic, "hccm-sources") as consumer:
+        assert consumer.committed([0])[0] == first.batch.read
+    harness.settle(max_passes=4)
+    assert harness.table("sources_rejected_message", "offset") == []  # never given up
     assert _source(harness, int(good["source"]["id"]))["koku_uuid"]
     assert len(_providers(harness)) == 1
+    assert len(harness.table("sources_parked_message", "offset")) == first.batch.parked
+    monkeypatch.undo()  # Platform Sources answers again: the parked events apply, in order
+    harness.settle(max_passes=8)
+    assert harness.table("sources_parked_message", "offset") == []
+    assert _source(harness, bad_id)["koku_uuid"] and len(_providers(harness)) == 2
 
 
 def test_kafka_outage_is_reported_and_local_work_goes_on(harness: Harness) -> None:
@@ -475,6 +496,8 @@ def test_batch_asks_platform_sources_in_bulk(harness: Harness) -> None:
     gets = [r for r in harness.standin.requests[before:] if r.method == "GET"]
     # one app-type lookup, three list calls, one source-type name; no per-source GETs
     assert report.batch.api_calls <= 4 and len(gets) <= 5, [r.path for r in gets]
+    _check_all(harness)
+    harness.run()
     patches = [r for r in harness.standin.requests[before:] if r.method == "PATCH"]
     assert len(patches) == 6  # statuses go straight to the remembered application ids
 

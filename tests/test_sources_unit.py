@@ -10,12 +10,12 @@ import pytest
 
 from koku_dagster.infra.kafka import MessagePosition
 from koku_dagster.providers.availability import MISSING_FIELDS_MESSAGE, build_status
+from koku_dagster.providers.base import SettingsError, resolve_local_directory
 from koku_dagster.sources.client import SourcesClient
-from koku_dagster.sources.errors import PoisonMessage, ProviderValidationError, SourceNotFound, SourcesApiError
+from koku_dagster.sources.errors import PoisonMessage, SourceNotFound, SourcesApiError
 from koku_dagster.sources.events import parse_message
 from koku_dagster.sources.model import SourceRecord, Tenant
 from koku_dagster.sources.provider_operations import needed_operation
-from koku_dagster.sources.validation import resolve_local_directory
 from koku_devtools.platform_sources import StandInServer
 from koku_devtools.platform_sources.admin import StandInAdmin, identity_header
 
@@ -67,8 +67,8 @@ def test_ignored_and_unknown_types_and_unknown_fields() -> None:
         (b"[1, 2]", "not a JSON object"),
         (b'{"application_type_id": 2}', "source_id"),
         (b'{"source_id": true}', "source_id"),
-        (b'{"source_id": 99999999999999999999999}', "out of range"),
-        (b'{"source_id": -3}', "out of range"),
+        (b'{"source_id": 99999999999999999999999}', "not a valid id"),
+        (b'{"source_id": -3}', "not a valid id"),
         (b'{"source_id": 1, "application_type_id": "x"}', "application_type_id"),
         (b"[" * 100_000, "not valid JSON"),
     ],
@@ -144,10 +144,11 @@ def test_local_directory_rules(tmp_path) -> None:
     (root / "ok").mkdir(parents=True)
     (tmp_path / "outside").mkdir()
     (root / "link").symlink_to(tmp_path / "outside")
-    assert resolve_local_directory(str(root / "ok"), (root,)) == (root / "ok").resolve()
-    for bad in [str(root / ".." / "outside"), "relative/dir", str(root / "link"), str(root / "missing"), ""]:
-        with pytest.raises(ProviderValidationError):
-            resolve_local_directory(bad, (root,))
+    roots = (root.resolve(),)
+    assert resolve_local_directory(str(root / "ok"), roots) == (root / "ok").resolve()
+    for bad in [str(root / ".." / "outside"), "relative/dir", str(root / "link"), str(root / "missing"), "", str(root)]:
+        with pytest.raises(SettingsError):
+            resolve_local_directory(bad, roots)
 
 
 def test_client_error_classification_against_the_stand_in() -> None:
@@ -167,10 +168,10 @@ def test_client_error_classification_against_the_stand_in() -> None:
         admin = StandInAdmin(server.url)
         created = admin.create_cost_source("azure", "Az", client_secret="top-secret")
         auth_id = created["authentication"]["id"]
-        assert client.authentication_password(str(auth_id), tenant) == "top-secret"
+        assert client.authentication_password(int(auth_id), tenant) == "top-secret"
         bad = SourcesClient(server.url + "/api/sources/v1.0", server.url + "/internal/v1.0", "wrong-psk")
         with pytest.raises(SourcesApiError) as excinfo:
-            bad.authentication_password(str(auth_id), tenant)
+            bad.authentication_password(int(auth_id), tenant)
         assert "wrong-psk" not in str(excinfo.value) and "top-secret" not in str(excinfo.value)
         client.close()
     with socket.socket() as s:

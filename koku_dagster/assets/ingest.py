@@ -8,8 +8,9 @@ forced (``ManifestConfig.force``, used after a billing change).
 
 import os
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from datetime import date
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -17,6 +18,8 @@ import dagster as dg
 from koku_dagster.assets import OWNERS
 from koku_dagster.assets.partitions import provider_month_partitions
 from koku_dagster.ingest import workflow
+from koku_dagster.ingest.ocp_lock import ocp_line_items_lock, pushes_line_items
+from koku_dagster.ingest.polling import record_poll
 from koku_dagster.ingest.recording import StepFailed, WorkflowError
 from koku_dagster.resources import ApplicationDatabase, CloudApisResource, ObjectStoreResource
 from koku_dagster.resources.ingestion import IngestionResource
@@ -24,6 +27,16 @@ from koku_dagster.resources.ingestion import IngestionResource
 GROUP = "ingest"
 #: Bump when a step's logic changes what it writes.
 CODE_VERSION = "1"
+#: ``dagster/max_runtime`` of a provider-month run; run monitoring fails a run still going after it.
+#: The benchmarked AWS month (504k rows) takes ~6 s and 5M rows ~50 s (docs/benchmarks.md), so a
+#: 100M-row month needs ~20 minutes: 3 hours is ten times that.
+INGEST_MAX_RUNTIME_SECONDS = 3 * 3600
+#: How long an OpenShift summary step waits for the payload run holding the line items (at most a
+#: payload run's own maximum runtime, ``ocp_uploads.PAYLOAD_MAX_RUNTIME_SECONDS``).
+OCP_LOCK_WAIT_SECONDS = 3600
+#: Tags of the runs ``report_polling_schedule`` requests: the poll is recorded when such a run starts.
+POLL_TAG = "koku/poll"
+POLLED_AT_TAG = "koku/polled_at"
 
 
 class ManifestConfig(dg.Config):
@@ -49,6 +62,21 @@ def _workplace(
         warehouse=ingestion.warehouse_path(),
         retain_num_months=ingestion.retain_num_months,
     )
+
+
+def _record_poll(context: dg.AssetExecutionContext, app_db: ApplicationDatabase, uuid: str) -> None:
+    """A scheduled poll's run records the poll now that it runs (once: its other months find it done)."""
+    polled_at = context.run.tags.get(POLLED_AT_TAG)
+    if polled_at and record_poll(app_db.engine(), uuid, datetime.fromisoformat(polled_at)):
+        context.log.info(f"poll of {polled_at} recorded for provider {uuid}")
+
+
+def _ocp_reading(app_db: ApplicationDatabase, ingestion: IngestionResource, uuid: str) -> AbstractContextManager[None]:
+    """Shared hold on the OpenShift line items for an OpenShift provider's summary steps (waits for a
+    payload run writing them); nothing for other types."""
+    if not pushes_line_items(app_db.engine(), uuid):
+        return nullcontext()
+    return ocp_line_items_lock(Path(ingestion.home), exclusive=False, timeout=OCP_LOCK_WAIT_SECONDS)
 
 
 @contextmanager
@@ -90,6 +118,7 @@ def report_manifest(
     cloud_apis: CloudApisResource,
 ):
     uuid, month = _partition(context)
+    _record_poll(context, app_db, uuid)
     with _step(context):
         found = workflow.find_manifest(
             _workplace(app_db, object_store, ingestion, cloud_apis), uuid, month, force=config.force
@@ -177,7 +206,7 @@ def daily_line_items(
     cloud_apis: CloudApisResource,
 ) -> dg.MaterializeResult:
     uuid, month = _partition(context)
-    with _step(context):
+    with _step(context), _ocp_reading(app_db, ingestion, uuid):
         built = workflow.build_daily(_workplace(app_db, object_store, ingestion, cloud_apis), uuid, month)
     daily = built.outcome
     if daily is None:
@@ -240,7 +269,7 @@ def daily_summary(
     cloud_apis: CloudApisResource,
 ):
     uuid, month = _partition(context)
-    with _step(context):
+    with _step(context), _ocp_reading(app_db, ingestion, uuid):
         built = workflow.build_summary(_workplace(app_db, object_store, ingestion, cloud_apis), uuid, month)
     if message := built.purge.message():
         context.log.info(message)
@@ -339,6 +368,7 @@ provider_month_ingest = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*INGEST_ASSETS),
     description="Ingest one provider's billing month, from manifest to summary.",
     executor_def=dg.in_process_executor,  # the steps run one after another; no process per step
+    tags={"dagster/max_runtime": str(INGEST_MAX_RUNTIME_SECONDS)},
 )
 
 

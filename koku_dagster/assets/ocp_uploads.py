@@ -7,14 +7,17 @@ latest materialization means nothing. The summaries then run as ``provider_month
 requested by ``ocp_upload_sensor``.
 """
 
+from pathlib import Path
+
 import dagster as dg
 
 from koku_dagster.assets import OWNERS
 from koku_dagster.assets.ingest import line_items
+from koku_dagster.ingest.ocp_lock import ocp_line_items_lock
 from koku_dagster.resources import ApplicationDatabase, KafkaResource, ObjectStoreResource
 from koku_dagster.resources.ingestion import IngestionResource
 from koku_dagster.uploads import upload_records
-from koku_dagster.uploads.processing import UnknownUploadError, process_upload
+from koku_dagster.uploads.processing import UnknownUploadError, UploadLimits, process_upload
 from koku_dagster.uploads.validation import send_validations
 
 #: Payload runs take one slot of this pool (``dagster.yaml``: one at a time), so no two payloads
@@ -28,6 +31,12 @@ REQUEST_ID_TAG = "koku/request_id"
 #: Retries of an unexpected error (database, object store); an upload whose attempts (counted in
 #: ``ocp_payload_upload.attempts``, across runs) exceed them is failed.
 MAX_RETRIES = 2
+#: ``dagster/max_runtime`` of a payload run. A 1M-row payload takes ~6 s (docs/benchmarks.md); the
+#: largest accepted (4 GB unpacked, ~10M rows) about a minute after a download of at most 10 minutes;
+#: an hour is five times that. Run monitoring fails a run still going after it.
+PAYLOAD_MAX_RUNTIME_SECONDS = 3600
+#: How long a payload waits for OpenShift summary steps reading the line items (see ``ingest.ocp_lock``).
+LOCK_WAIT_SECONDS = 1800
 
 ocp_payload_uploads = dg.AssetSpec(
     "ocp_payload_uploads",
@@ -68,13 +77,15 @@ def process_ocp_payload(
 ) -> None:
     engine = app_db.engine()
     try:
-        outcome = process_upload(
-            engine,
-            config.request_id,
-            object_store=object_store.object_store(),
-            allowed_roots=object_store.roots(),
-            work_dir=ingestion.work_dir(),
-        )
+        with ocp_line_items_lock(Path(ingestion.home), exclusive=True, timeout=LOCK_WAIT_SECONDS):
+            outcome = process_upload(
+                engine,
+                config.request_id,
+                object_store=object_store.object_store(),
+                url_policy=object_store.url_policy(),
+                work_dir=ingestion.work_dir(),
+                limits=UploadLimits(retain_num_months=ingestion.retain_num_months),
+            )
     except UnknownUploadError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     except Exception as exc:
@@ -84,7 +95,7 @@ def process_ocp_payload(
         # Bounded, unlike Koku: the upload is answered `failure` instead of staying pending for ever.
         reason = f"gave up after {tried.attempts} attempts: {type(exc).__name__}"
         failed = upload_records.record_outcome(engine, config.request_id, state=upload_records.FAILURE, reason=reason)
-        send_validations(engine, kafka.bootstrap_servers, kafka.validation_topic, [failed])
+        send_validations(engine, kafka.bootstrap_servers, kafka.validation_topic, [failed], security=kafka.security())
         raise dg.Failure(description=reason, allow_retries=False) from exc
     upload = outcome.upload
     meta = outcome.metadata()
@@ -102,7 +113,9 @@ def process_ocp_payload(
                 )
             )
     if not upload.validation_sent:
-        delivered = send_validations(engine, kafka.bootstrap_servers, kafka.validation_topic, [upload])
+        delivered = send_validations(
+            engine, kafka.bootstrap_servers, kafka.validation_topic, [upload], security=kafka.security()
+        )
         if upload.request_id not in delivered:
             context.log.warning("validation result not delivered; ocp_upload_sensor sends it again")
     if not outcome.succeeded:
@@ -117,7 +130,7 @@ def process_ocp_payload(
     name="ocp_payload_ingest",
     executor_def=dg.in_process_executor,
     description="Process one OpenShift payload announcement (config: request_id).",
-    tags={"koku/kind": "ocp-payload"},
+    tags={"koku/kind": "ocp-payload", "dagster/max_runtime": str(PAYLOAD_MAX_RUNTIME_SECONDS)},
 )
 def ocp_payload_ingest() -> None:
     process_ocp_payload()

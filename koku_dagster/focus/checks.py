@@ -24,6 +24,7 @@ from koku_dagster.focus.columns import (
     MANDATORY,
     NOT_NULL,
 )
+from koku_dagster.reports.duck import literal_files
 
 CENT = Decimal("0.01")
 _READ = "read_parquet($files, hive_partitioning = false)"
@@ -78,7 +79,7 @@ def check_mandatory_columns(files: Sequence[Path]) -> CheckOutcome:
     column is a custom ``x_`` column."""
     if not files:
         return _outcome("mandatory_columns", {}, "no FOCUS rows")
-    params = {"files": [str(f) for f in files]}
+    params = {"files": literal_files(files)}
     with connect() as con:
         schema = _schema(con, params)
         failures: dict[str, int] = {}
@@ -168,7 +169,7 @@ def check_allowed_values(files: Sequence[Path]) -> CheckOutcome:
     """
     if not files:
         return _outcome("allowed_values", {}, "no FOCUS rows")
-    params = {"files": [str(f) for f in files]}
+    params = {"files": literal_files(files)}
     with connect() as con:
         schema = _schema(con, params)
         rules = {rule: sql for rule, sql in VALUE_RULES.items() if set(_IDENTIFIER.findall(sql)) <= schema.keys()}

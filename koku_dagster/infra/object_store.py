@@ -1,10 +1,16 @@
-"""The object store: a local directory (``file://``) or S3 (``s3://``)."""
+"""The object store: a local directory (``file://``) or S3 (``s3://``).
+
+Deletion and retention touch one provider only: they look for its ``source={uuid}`` folders at the
+places the layout puts them (:data:`PROVIDER_FOLDERS`), listing folder names level by level down to
+them, and list objects only inside them; never every object under ``data/`` of every tenant.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -15,6 +21,24 @@ from urllib.parse import urlparse
 log = logging.getLogger(__name__)
 
 _MONTH_DIR = re.compile(r"/year=(\d{4})/month=(\d{2})/")
+#: Where a provider's ``source={uuid}`` folders sit below ``data/`` (``*``: any one folder name).
+PROVIDER_FOLDERS = (
+    "csv/*/*",
+    "parquet/*/*",
+    "parquet/*/OCP/*",
+    "parquet/daily/*/*/raw",
+    "parquet/daily/*/OCP/*",
+    "summary/*",
+    "focus",
+)
+#: Keys listed under one provider's folders before deletion gives up (it then continues next time).
+MAX_LISTED_KEYS = 1_000_000
+
+
+def _source_folder(provider_uuid: str) -> str:
+    if str(uuid.UUID(provider_uuid)) != provider_uuid:
+        raise ValueError(f"provider uuid must be lowercase hyphenated: {provider_uuid!r}")
+    return f"source={provider_uuid}"
 
 
 def _month_of(path: str) -> date | None:
@@ -105,24 +129,46 @@ class ObjectStore:
         return boto3.session.Session().client("s3", endpoint_url=self.endpoint_url)
 
     def _local_provider_dirs(self, provider_uuid: str) -> Iterator[Path]:
+        """The provider's ``source={uuid}`` folders in the mirror or local store (layout places only)."""
         data = self.local_root / "data"
-        marker = f"source={provider_uuid}"
-        if data.exists():
-            yield from (p for p in data.rglob(marker) if p.is_dir() and p.name == marker)
+        marker = _source_folder(provider_uuid)  # canonical: no glob characters
+        for pattern in PROVIDER_FOLDERS:
+            yield from (p for p in data.glob(f"{pattern}/{marker}") if p.is_dir())
+
+    def _s3_provider_prefixes(self, client: Any, bucket: str, provider_uuid: str) -> Iterator[str]:
+        """The provider's ``source={uuid}/`` key prefixes: folder names are listed level by level
+        (``Delimiter``) where the layout has a ``*``, never the objects of other providers."""
+        _, prefix = self._bucket_prefix()
+        marker = _source_folder(provider_uuid)
+        paginator = client.get_paginator("list_objects_v2")
+        for pattern in PROVIDER_FOLDERS:
+            levels = [f"{prefix}/data/" if prefix else "data/"]
+            for part in pattern.split("/"):
+                if part != "*":
+                    levels = [f"{level}{part}/" for level in levels]
+                    continue
+                levels = [
+                    common["Prefix"]
+                    for level in levels
+                    for page in paginator.paginate(Bucket=bucket, Prefix=level, Delimiter="/")
+                    for common in page.get("CommonPrefixes", [])
+                ]
+            yield from (f"{level}{marker}/" for level in levels)
 
     def _delete_s3_keys(self, provider_uuid: str, wanted: Callable[[str], bool]) -> int:
-        bucket, prefix = self._bucket_prefix()
+        bucket, _ = self._bucket_prefix()
         client = self.s3_client()
-        marker = f"/source={provider_uuid}/"
-        removed = 0
-        pages = client.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=f"{prefix}/data/" if prefix else "data/"
-        )
-        for page in pages:
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", []) if marker in o["Key"] and wanted(o["Key"])]
-            for start in range(0, len(keys), 1000):
-                client.delete_objects(Bucket=bucket, Delete={"Objects": keys[start : start + 1000]})
-            removed += len(keys)
+        removed = listed = 0
+        for key_prefix in self._s3_provider_prefixes(client, bucket, provider_uuid):
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix):
+                contents = page.get("Contents", [])
+                listed += len(contents)
+                if listed > MAX_LISTED_KEYS:
+                    raise RuntimeError(f"more than {MAX_LISTED_KEYS} objects of provider {provider_uuid}")
+                keys = [{"Key": o["Key"]} for o in contents if wanted(o["Key"])]
+                for start in range(0, len(keys), 1000):
+                    client.delete_objects(Bucket=bucket, Delete={"Objects": keys[start : start + 1000]})
+                removed += len(keys)
         return removed
 
     def delete_provider_data(self, provider_uuid: str) -> int:

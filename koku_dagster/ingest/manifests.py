@@ -242,6 +242,27 @@ def other_month_manifests(engine: sa.Engine, provider_uuid: str, month: date, ke
         )
 
 
+def carry_etags(engine: sa.Engine, replaced: list[int], manifest_id: int) -> None:
+    """Give the new manifest's files the etags their same-named files had in the manifests it replaces
+    (the newest wins), so that a file a re-export left unchanged is not fetched again (its archived copy
+    stays); files whose etag differs are fetched as usual."""
+    if not replaced:
+        return
+    old = report_status.c
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sa.select(old.report_name, old.etag)
+            .where(old.manifest_id.in_(replaced), old.etag.is_not(None))
+            .order_by(old.manifest_id)
+        ).tuples()
+        for name, etag in dict(rows.all()).items():
+            conn.execute(
+                sa.update(report_status)
+                .where(old.manifest_id == manifest_id, old.report_name == name, old.etag.is_(None))
+                .values(etag=etag)
+            )
+
+
 def delete_manifest_rows(conn: sa.Connection, manifest_ids: list[int] | sa.Select[Any]) -> None:
     """Delete manifests (given by ids or an id query) and their file statuses, within ``conn``."""
     conn.execute(sa.delete(report_status).where(report_status.c.manifest_id.in_(manifest_ids)))

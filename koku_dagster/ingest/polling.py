@@ -50,17 +50,12 @@ def billing_months(today: date, count: int) -> list[date]:
     return months
 
 
-def months_to_ingest(setup_complete: bool, today: date, initial_months: int) -> list[date]:
-    return billing_months(today, STEADY_STATE_MONTHS if setup_complete else initial_months)
-
-
-def polled_creations(engine: sa.Engine, provider_uuids: Iterable[str]) -> dict[str, datetime]:
-    """The creation time of each of these providers whose type is polled (others, and unknown ones, left out)."""
-    query = sa.select(provider.c.uuid, provider.c.created_timestamp).where(
-        provider.c.uuid.in_(list(provider_uuids)), provider.c.type.in_(list(POLLED_TYPES))
-    )
-    with engine.connect() as conn:
-        return dict(conn.execute(query).tuples().all())
+def months_to_ingest(
+    setup_complete: bool, today: date, initial_months: int, retain_months: int | None = None
+) -> list[date]:
+    """Koku's months to ingest, never older than the ``retain_months`` kept (those are not partitions)."""
+    count = STEADY_STATE_MONTHS if setup_complete else initial_months
+    return billing_months(today, min(count, retain_months or count))
 
 
 def existing_providers(engine: sa.Engine, provider_uuids: Iterable[str]) -> set[str]:
@@ -70,33 +65,52 @@ def existing_providers(engine: sa.Engine, provider_uuids: Iterable[str]) -> set[
 
 
 def take_polling_batch(
-    engine: sa.Engine, now: datetime, interval_seconds: int, types: Iterable[str] = POLLED_TYPES
+    engine: sa.Engine,
+    now: datetime,
+    interval_seconds: int,
+    types: Iterable[str] = POLLED_TYPES,
+    *,
+    skip: Iterable[str] = (),
 ) -> list[DueProvider]:
-    """Select the due providers, stamp their ``polling_timestamp``, drop those still processing.
+    """The providers due for polling now. Nothing is written: each poll is recorded by :func:`record_poll`
+    when its run starts, so a failed schedule tick loses no poll.
 
-    Active, unpaused providers of the polled types (never OpenShift, whose data is pushed) not
-    polled within the interval are eligible, never-polled first, then oldest poll first; at most
-    ceil(n / 21) per call when there are many.
+    Active, unpaused providers of the polled types (never OpenShift, whose data is pushed) whose last
+    reachability check succeeded and that were not polled within the interval are eligible, never-polled
+    first, then oldest poll first. Those still processing, and those in ``skip`` (a poll of theirs is
+    queued or running), are left out; of the rest at most ceil(n / 21) are taken when there are many.
     """
-    base = sa.and_(provider.c.active, ~provider.c.paused, provider.c.type.in_(list(types)))
+    base = sa.and_(provider.c.active, ~provider.c.paused, provider.c.reachable, provider.c.type.in_(list(types)))
     cutoff = now - timedelta(seconds=interval_seconds)
-    with engine.begin() as conn:
+    query = (
+        sa.select(provider)
+        .where(base, sa.or_(provider.c.polling_timestamp.is_(None), provider.c.polling_timestamp < cutoff))
+        .order_by(provider.c.polling_timestamp.is_not(None), provider.c.polling_timestamp, provider.c.uuid)
+    )
+    with engine.connect() as conn:
         total = conn.execute(sa.select(sa.func.count()).select_from(provider).where(base)).scalar() or 0
-        limit = math.ceil(total / POLLING_COUNT)
-        query = (
-            sa.select(provider)
-            .where(base, sa.or_(provider.c.polling_timestamp.is_(None), provider.c.polling_timestamp < cutoff))
-            .order_by(provider.c.polling_timestamp.is_not(None), provider.c.polling_timestamp, provider.c.uuid)
-        )
-        if limit > 1:
-            query = query.limit(limit)
         rows = conn.execute(query).mappings().all()
-        due: list[DueProvider] = []
-        for row in rows:
-            busy = currently_processing(
-                row["polling_timestamp"], row["data_updated_timestamp"], row["created_timestamp"], now
-            )
-            conn.execute(sa.update(provider).where(provider.c.uuid == row["uuid"]).values(polling_timestamp=now))
-            if not busy:
-                due.append(DueProvider(row["uuid"], row["type"], bool(row["setup_complete"])))
-    return due
+    skipped = set(skip)
+    due = [
+        DueProvider(row["uuid"], row["type"], bool(row["setup_complete"]))
+        for row in rows
+        if row["uuid"] not in skipped
+        and not currently_processing(
+            row["polling_timestamp"], row["data_updated_timestamp"], row["created_timestamp"], now
+        )
+    ]
+    limit = math.ceil(total / POLLING_COUNT)
+    return due[:limit] if limit > 1 else due
+
+
+def record_poll(engine: sa.Engine, provider_uuid: str, polled_at: datetime) -> bool:
+    """Record the poll of ``polled_at`` (its run started). Idempotent: the poll's other runs (one per
+    month), and a retried run, find it recorded; an older poll never overwrites a newer one."""
+    stamp = provider.c.polling_timestamp
+    query = (
+        sa.update(provider)
+        .where(provider.c.uuid == provider_uuid, sa.or_(stamp.is_(None), stamp < polled_at))
+        .values(polling_timestamp=polled_at)
+    )
+    with engine.begin() as conn:
+        return conn.execute(query).rowcount == 1

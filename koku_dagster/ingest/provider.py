@@ -44,24 +44,35 @@ def load_provider(engine: sa.Engine, provider_uuid: str) -> ProviderContext | No
     )
 
 
-def report_availability(engine: sa.Engine, provider_uuid: str, error: str | None) -> bool:
-    """Record the source's availability as ingestion found it; the sources sensor PATCHes it.
+def set_source_status(conn: sa.Connection, provider_uuid: str, status: dict[str, str]) -> bool:
+    """Write the availability of the provider's source (when it changed) for the sources sensor to PATCH.
 
-    Returns whether the status changed.
-    """
-    status = build_status(error)
-    with engine.begin() as conn:
-        current = conn.execute(
-            sa.select(sources.c.source_id, sources.c.status).where(sources.c.koku_uuid == provider_uuid)
-        ).first()
-        if current is None or current.status == status:
-            return False
-        conn.execute(
-            sa.update(sources)
-            .where(sources.c.source_id == current.source_id)
-            .values(status=status, status_push_pending=True, updated_timestamp=utcnow())
-        )
+    Returns whether it changed."""
+    current = conn.execute(
+        sa.select(sources.c.source_id, sources.c.status).where(sources.c.koku_uuid == provider_uuid)
+    ).first()
+    if current is None or current.status == status:
+        return False
+    conn.execute(
+        sa.update(sources)
+        .where(sources.c.source_id == current.source_id)
+        .values(status=status, status_push_pending=True, updated_timestamp=utcnow())
+    )
     return True
+
+
+def report_availability(engine: sa.Engine, provider_uuid: str, message: str | None) -> bool:
+    """Record the source's availability as ingestion found it: available, or unavailable with ``message``
+    (a fixed text, see :func:`~koku_dagster.providers.availability.status_message`). Returns whether it changed.
+    """
+    with engine.begin() as conn:
+        return set_source_status(conn, provider_uuid, build_status(message))
+
+
+def is_reachable(engine: sa.Engine, provider_uuid: str) -> bool:
+    """Whether the provider's last reachability check succeeded (and none is waiting after a settings change)."""
+    with engine.connect() as conn:
+        return bool(conn.execute(sa.select(provider.c.reachable).where(provider.c.uuid == provider_uuid)).scalar())
 
 
 def discard_if_deleted(engine: sa.Engine, object_store: ObjectStore, provider_uuid: str) -> bool:

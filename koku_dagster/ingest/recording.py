@@ -14,7 +14,8 @@ from koku_dagster.infra.db.types import utcnow
 from koku_dagster.infra.object_store import ObjectStore
 from koku_dagster.ingest import manifests
 from koku_dagster.ingest.polling import billing_months
-from koku_dagster.ingest.provider import discard_if_deleted, report_availability
+from koku_dagster.ingest.provider import discard_if_deleted, load_provider, report_availability
+from koku_dagster.providers.availability import redact, status_message
 
 
 class WorkflowError(Exception):
@@ -38,12 +39,15 @@ def fail_step(
     *,
     unavailable: bool = False,
 ) -> StepFailed:
-    """Record ``error`` as the step's failure (and, if ``unavailable``, as the source's availability)."""
-    message = f"{type(error).__name__}: {error}"[:2000]
+    """Record ``error`` as the step's failure (and, if ``unavailable``, the source as unavailable with the
+    fixed message of its kind). The raw text, credentials redacted, goes to the manifest state and the run
+    log only."""
+    ctx = load_provider(engine, provider_uuid)
+    message = redact(f"{type(error).__name__}: {error}", ctx.credentials if ctx else {})[:2000]
     if manifest_id is not None:
         manifests.set_step(engine, manifest_id, step, "failed", message)
     if unavailable:
-        report_availability(engine, provider_uuid, str(error))
+        report_availability(engine, provider_uuid, status_message(error))
     return StepFailed(message)
 
 

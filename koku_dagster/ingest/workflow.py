@@ -29,7 +29,7 @@ from koku_dagster.focus import (
 )
 from koku_dagster.infra.object_store import ObjectStore
 from koku_dagster.ingest import manifests
-from koku_dagster.ingest.provider import load_provider, report_availability
+from koku_dagster.ingest.provider import is_reachable, load_provider, report_availability
 from koku_dagster.ingest.recording import (
     Purge,
     StepRefused,
@@ -135,10 +135,14 @@ class ManifestFound:
 
 def find_manifest(w: Workplace, provider_uuid: str, month: date, *, force: bool = False) -> ManifestFound:
     """Look for the month's manifest, report the source's availability, apply retention and record the
-    manifest unless the month is too old, has no report yet, or its assembly was fully processed."""
+    manifest unless the source has not passed its reachability check, the month is too old or has no
+    report yet, or its assembly was fully processed."""
     pm = _provider_month(w, provider_uuid, month)
     if not pm.kind.reads_reports:
         note = f"{pm.ctx.type} data arrives as uploaded payloads; there is no report to look for"
+        return ManifestFound(pm.ctx.type, (note,))
+    if not is_reachable(w.engine, provider_uuid):
+        note = "not ingested: the source has not passed its reachability check (yet); see its availability status"
         return ManifestFound(pm.ctx.type, (note,))
     try:
         manifest = _report_source(w, pm).find_manifest(month)
@@ -161,6 +165,7 @@ def find_manifest(w: Workplace, provider_uuid: str, month: date, *, force: bool 
         w.engine, provider_uuid, manifest.assembly_id, month, [f.name for f in manifest.files], manifest.export_datetime
     )
     stale = manifests.other_month_manifests(w.engine, provider_uuid, month, manifest.assembly_id)
+    manifests.carry_etags(w.engine, stale, recorded.id)
     manifests.delete_manifests(w.engine, stale)
     return ManifestFound(pm.ctx.type, notes, manifest, recorded.id)
 

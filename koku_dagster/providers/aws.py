@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -27,9 +28,10 @@ from koku_dagster.providers.base import (
     ProviderContext,
     ReportAccess,
     SettingsError,
+    Unreachable,
 )
 from koku_dagster.reports.csv_parquet import report_stem
-from koku_dagster.reports.errors import ManifestError, ReportFileMissingError
+from koku_dagster.reports.errors import ManifestError, ReportFileMissingError, ReportTooLargeError
 from koku_dagster.reports.local import LocalReports
 from koku_dagster.reports.model import Manifest, ReportFile, ReportSource, key_parts
 from koku_dagster.reports.month_tables import column_sums, rows_outside_month
@@ -38,6 +40,10 @@ from koku_dagster.reports.results import CostTotals
 
 _RANGE_DIR = re.compile(r"^\d{8}-\d{8}$")
 _MANIFEST_SUFFIX = "-Manifest.json"
+#: Largest CUR manifest read (a real one lists a few hundred keys: well under 1 MiB).
+MAX_MANIFEST_BYTES = 16 << 20
+#: Objects listed under a report prefix before the listing is given up (a bucket of other data).
+MAX_LISTED_KEYS = 100_000
 SUMMARY_TABLE = "reporting_awscostentrylineitem_daily_summary"
 
 
@@ -46,6 +52,14 @@ def billing_range(month: date) -> str:
     start = month.replace(day=1)
     end = date(start.year + start.month // 12, start.month % 12 + 1, 1)
     return f"{start:%Y%m%d}-{end:%Y%m%d}"
+
+
+def read_manifest_bytes(stream: BinaryIO, manifest_key: str) -> bytes:
+    """At most :data:`MAX_MANIFEST_BYTES` of a manifest; a larger one raises :class:`ReportTooLargeError`."""
+    raw = stream.read(MAX_MANIFEST_BYTES + 1)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ReportTooLargeError(f"manifest {manifest_key} exceeds {MAX_MANIFEST_BYTES} bytes")
+    return raw
 
 
 def parse_manifest(
@@ -124,11 +138,14 @@ class LocalCurReports(LocalReports):
             raise ManifestError(f"several CUR reports for {billing_range(month)} ({names}); name the report to use")
         manifest = candidates[0]
         real = self._inside(manifest)
+        manifest_key = manifest.relative_to(self.root).as_posix()
+        with real.open("rb") as stream:
+            raw = read_manifest_bytes(stream, manifest_key)
         return parse_manifest(
-            real.read_bytes(),
+            raw,
             month=month,
             report_name=manifest.parent.parent.name,
-            manifest_key=manifest.relative_to(self.root).as_posix(),
+            manifest_key=manifest_key,
             export_datetime=datetime.fromtimestamp(real.stat().st_mtime, UTC),
             locate=self.path_of,
         )
@@ -154,8 +171,15 @@ class S3ReportSource:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=f"{base}/" if base else ""
         )
+        listed = 0
         for page in pages:
-            for key in (o["Key"] for o in page.get("Contents", [])):
+            contents = page.get("Contents", [])
+            listed += len(contents)
+            if listed > MAX_LISTED_KEYS:
+                raise ReportTooLargeError(
+                    f"more than {MAX_LISTED_KEYS} objects under the report prefix; name the report path exactly"
+                )
+            for key in (o["Key"] for o in contents):
                 if (match := in_month.search(key)) and self.report_name in (None, match.group(1)):
                     reports.add(match.group(1))
                     if manifest.search(key):
@@ -173,8 +197,10 @@ class S3ReportSource:
                 obj = self.client.get_object(Bucket=self.bucket, Key=key)
             except self.client.exceptions.NoSuchKey:
                 continue
+            if int(obj.get("ContentLength") or 0) > MAX_MANIFEST_BYTES:
+                raise ReportTooLargeError(f"manifest {key} exceeds {MAX_MANIFEST_BYTES} bytes")
             return parse_manifest(
-                obj["Body"].read(),
+                read_manifest_bytes(obj["Body"], key),
                 month=month,
                 report_name=key.rsplit("/", 1)[-1].removesuffix(_MANIFEST_SUFFIX),
                 manifest_key=key,
@@ -208,21 +234,122 @@ def assume_role_credentials(
     *,
     region: str | None = None,
     endpoint_url: str | None = None,
+    config: Any = None,
 ) -> dict[str, str]:
     """Temporary credentials of ``role_arn`` (STS AssumeRole, with the external id when one is set),
-    as the keyword arguments of an S3 client."""
+    as the keyword arguments of an S3 client. ``config``: a botocore ``Config`` (timeouts, retries)."""
     import boto3
 
     params: dict[str, str] = {"RoleArn": role_arn, "RoleSessionName": "KokuDagsterDownloader"}
-    if external_id:
-        params["ExternalId"] = external_id
+    if external_id not in (None, ""):
+        params["ExternalId"] = str(external_id)  # a numeric id from Platform Sources is still an id
     session = boto3.session.Session()  # credentials as the environment has them now
-    creds = session.client("sts", region_name=region, endpoint_url=endpoint_url).assume_role(**params)["Credentials"]
+    sts = session.client("sts", region_name=region, endpoint_url=endpoint_url, config=config)
+    creds = sts.assume_role(**params)["Credentials"]
     return {
         "aws_access_key_id": creds["AccessKeyId"],
         "aws_secret_access_key": creds["SecretAccessKey"],
         "aws_session_token": creds["SessionToken"],
     }
+
+
+# --- reachability (Koku's cost_usage_source_ready for AWS) ---------------------------------------
+
+ROLE_MESSAGE = (
+    "The role ARN was entered incorrectly or the role cannot be assumed: check its trust policy and the external ID."
+)
+BUCKET_MESSAGE = (
+    "The S3 bucket was entered incorrectly or the role cannot read it: check the bucket name and the role's policy."
+)
+REPORTS_DENIED_MESSAGE = (
+    "The role cannot list the Cost and Usage Reports: its policy must allow cur:DescribeReportDefinitions."
+)
+NO_REPORT_MESSAGE = "No Cost and Usage Report is delivered to this S3 bucket: create one with resource IDs included."
+COMPRESSION_MESSAGE = (
+    "The Cost and Usage Report of this bucket is not compressed as expected: "
+    "AWS Cost and Usage Reports use GZIP compression format."
+)
+RESOURCES_MESSAGE = "The Cost and Usage Report of this bucket does not include resource IDs: enable them in the report."
+AWS_UNREACHABLE_MESSAGE = "AWS could not be reached to check this source. It will try again."
+#: Bounded waits of every AWS call of the check (seconds; attempts including the first).
+_CHECK_TIMEOUTS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "read_timeout": 15,
+    "retries": {"total_max_attempts": 2, "mode": "standard"},
+}
+#: The CUR API answers in us-east-1 only (also the region of STS and S3 when the source names none); at most
+#: this many pages of report definitions (5 per page).
+_CUR_REGION = "us-east-1"
+_MAX_REPORT_PAGES = 40
+
+
+@contextmanager
+def _failing_as(message: str) -> Iterator[None]:
+    """Any AWS error of the block becomes :class:`Unreachable` with ``message`` (network faults with their
+    own); the raw error stays the exception's cause, for the log."""
+    from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as AwsConnectionError
+
+    try:
+        yield
+    except (AwsConnectionError, HTTPClientError) as exc:
+        raise Unreachable(AWS_UNREACHABLE_MESSAGE) from exc
+    except (ClientError, BotoCoreError, KeyError, TypeError, ValueError) as exc:
+        raise Unreachable(message) from exc
+
+
+def _report_definitions(cur: Any) -> Iterator[dict[str, Any]]:
+    params: dict[str, Any] = {}
+    for _ in range(_MAX_REPORT_PAGES):
+        page = cur.describe_report_definitions(**params)
+        yield from page.get("ReportDefinitions", [])
+        if not page.get("NextToken"):
+            return
+        params = {"NextToken": page["NextToken"]}
+
+
+def cur_report_problem(reports: Iterable[dict[str, Any]], bucket: str) -> str | None:
+    """Koku's rules for the bucket's CUR definitions: one delivers to the bucket, GZIP or plain, with
+    resource IDs. None when one does; else the fixed message of what is missing."""
+    delivered = [r for r in reports if r.get("S3Bucket") == bucket]
+    if not delivered:
+        return NO_REPORT_MESSAGE
+    compressed = [r for r in delivered if str(r.get("Compression", "")).upper() in ("GZIP", "PLAIN")]
+    if not compressed:
+        return COMPRESSION_MESSAGE
+    if not any("RESOURCES" in (r.get("AdditionalSchemaElements") or []) for r in compressed):
+        return RESOURCES_MESSAGE
+    return None
+
+
+def check_s3_source(credentials: dict[str, Any], data_source: dict[str, Any]) -> None:
+    """Assume the role (with the external id), ``head_bucket``, and find the bucket's CUR definition
+    (``storage_only`` sources: no CUR). :class:`Unreachable` with a fixed message at the first failure.
+
+    Endpoints as boto3 finds them (``AWS_ENDPOINT_URL``, or per service, e.g.
+    ``AWS_ENDPOINT_URL_COST_AND_USAGE_REPORT_SERVICE``)."""
+    import boto3
+    from botocore.config import Config
+
+    role_arn, bucket = credentials.get("role_arn"), data_source.get("bucket")
+    region = data_source.get("bucket_region") or _CUR_REGION  # S3 redirects to the bucket's own region
+    if not isinstance(role_arn, str) or not role_arn:
+        raise Unreachable(ROLE_MESSAGE)
+    if not isinstance(bucket, str) or not bucket:
+        raise Unreachable(BUCKET_MESSAGE)
+    config = Config(**_CHECK_TIMEOUTS)
+    with _failing_as(ROLE_MESSAGE):
+        keys = assume_role_credentials(role_arn, credentials.get("external_id"), region=region, config=config)
+    session = boto3.session.Session(**keys)
+    with _failing_as(BUCKET_MESSAGE):
+        session.client("s3", region_name=region, config=config).head_bucket(Bucket=bucket)
+    if data_source.get("storage_only"):
+        return
+    with _failing_as(REPORTS_DENIED_MESSAGE):
+        reports = list(_report_definitions(session.client("cur", region_name=_CUR_REGION, config=config)))
+    problem = cur_report_problem(reports, bucket)
+    if problem is not None:
+        raise Unreachable(problem)
 
 
 @dataclass(frozen=True)
@@ -278,6 +405,12 @@ class AwsType(CloudType):
             raise SettingsError("The role ARN is missing.")
         if not data_source.get("bucket"):
             raise SettingsError("The S3 bucket is missing.")
+
+    def check_reachable(self, ctx: ProviderContext, access: ReportAccess) -> None:
+        if self.local_directory_key is not None:
+            super().check_reachable(ctx, access)
+            return
+        check_s3_source(ctx.credentials, ctx.data_source)
 
     def report_source(self, ctx: ProviderContext, access: ReportAccess) -> ReportSource:
         if self.local_directory_key is not None:

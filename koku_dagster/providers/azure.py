@@ -6,7 +6,8 @@ manifest (``blobs[].blobName``) its blobs are the month's files; otherwise the l
 assembly id is the UUID in the manifest's or file's key. Steps: the export -> line items
 (:class:`AzureTable`) -> ``reporting_azurecostentrylineitem_daily_summary`` (Azure has no separate
 daily table: Koku reads the line items as its daily table) -> :func:`month_totals` for the checks.
-Only Azure-local is read today; a Blob Storage reader would be one more :class:`ReportSource`.
+Azure-local reads a local directory (:class:`LocalAzureExports`); Azure reads Blob Storage after finding
+the export with the Cost Management API (:mod:`koku_dagster.providers.azure_blob`, loaded on first use).
 """
 
 from __future__ import annotations
@@ -64,6 +65,19 @@ def combined_id(ids: list[str]) -> str:
     return unique[0] if len(unique) == 1 else str(uuid.uuid5(uuid.NAMESPACE_URL, "|".join(unique)))
 
 
+def read_manifest(raw: bytes, key: str) -> tuple[list[str], str | None]:
+    """(report blob names, assembly id or None) of an export manifest; the id is the UUID in its key or run id."""
+    try:
+        doc: Any = json.loads(raw)
+        names = [b["blobName"] for b in doc["blobs"]]
+        run_id = (doc.get("runInfo") or {}).get("runId")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ManifestError(f"manifest {key} is not a valid Azure export manifest ({type(exc).__name__})") from None
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ManifestError(f"manifest {key} lists no report blobs")
+    return names, uuid_in(key) or (uuid_in(run_id) if isinstance(run_id, str) else None)
+
+
 class LocalAzureExports(LocalReports):
     """Azure cost exports in a local directory: ``{export_name}/{YYYYMMDD-YYYYMMDD}/...``.
 
@@ -102,15 +116,7 @@ class LocalAzureExports(LocalReports):
 
     def _from_manifest(self, path: Path) -> tuple[str, list[str], datetime]:
         key = path.relative_to(self.root).as_posix()
-        try:
-            doc: Any = json.loads(self._inside(path).read_bytes())
-            names = [b["blobName"] for b in doc["blobs"]]
-            run_id = (doc.get("runInfo") or {}).get("runId")
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ManifestError(f"manifest {key} is not a valid Azure export manifest ({type(exc).__name__})") from None
-        if not names or not all(isinstance(n, str) for n in names):
-            raise ManifestError(f"manifest {key} lists no report blobs")
-        assembly_id = uuid_in(key) or (uuid_in(run_id) if isinstance(run_id, str) else None)
+        names, assembly_id = read_manifest(self._inside(path).read_bytes(), key)
         if assembly_id is None:
             raise ManifestError(f"no assembly id (UUID) in the manifest {key}")
         return assembly_id, names, datetime.fromtimestamp(self._inside(path).stat().st_mtime, UTC)
@@ -263,8 +269,18 @@ class AzureType(CloudType):
 
     def report_source(self, ctx: ProviderContext, access: ReportAccess) -> ReportSource:
         if self.local_directory_key is None:
-            return super().report_source(ctx, access)
+            from koku_dagster.providers.azure_blob import BlobExports
+
+            return BlobExports.for_provider(ctx, access.endpoints)
         return LocalAzureExports(self.local_directory(ctx, access.local_roots), ctx.data_source.get("export_name"))
+
+    def check_reachable(self, ctx: ProviderContext, access: ReportAccess) -> None:
+        """Azure: a token, the export and its container (fixed messages); Azure-local: the folder is readable."""
+        if self.local_directory_key is not None:
+            return super().check_reachable(ctx, access)
+        from koku_dagster.providers.azure_blob import check_blob_exports
+
+        check_blob_exports(ctx, access.endpoints)
 
     def month_totals(self, *, schema: str, provider_uuid: str, month: date, out_root: Path) -> MonthTotals:
         """Counts and cost sums of the line-item and summary partitions; raw cost from the line-item footers."""
@@ -286,7 +302,7 @@ class AzureType(CloudType):
 
 _BILLING_REQUIRED = ("resource_group", "storage_account")
 _BILLING_OPTIONAL = ("scope", "export_name", "storage_only", "metered")
-AZURE = AzureType("Azure", "azure", _BILLING_REQUIRED, _BILLING_OPTIONAL)
+AZURE = AzureType("Azure", "azure", _BILLING_REQUIRED, _BILLING_OPTIONAL, polled=True)
 AZURE_LOCAL = AzureType(
     "Azure-local",
     "azure-local",

@@ -115,11 +115,14 @@ class CredentialInputs:
     application_extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+LOCAL_ROOT_MESSAGE = "The local bucket path must be a folder under an allowed local bucket root, not the root itself."
+
+
 def resolve_local_directory(path_text: str, roots: tuple[Path, ...]) -> Path:
     """The directory a local source may read, or :class:`SettingsError`.
 
-    Refuses relative paths, ``..`` components and anything that resolves (after symlinks)
-    outside every allowed root.
+    Refuses relative paths, ``..`` components, a root itself and anything that resolves (after
+    symlinks) outside every allowed root.
     """
     if not isinstance(path_text, str) or not path_text or "\x00" in path_text:
         raise SettingsError("The local bucket path is empty or invalid.")
@@ -127,7 +130,10 @@ def resolve_local_directory(path_text: str, roots: tuple[Path, ...]) -> Path:
     if not raw.is_absolute() or ".." in raw.parts:
         raise SettingsError("The local bucket path must be absolute and must not contain '..'.")
     resolved = raw.resolve()
-    if not any(resolved == root or root in resolved.parents for root in roots):
+    roots = tuple(root.resolve() for root in roots)
+    if resolved in roots:  # a root holds every other source's folders
+        raise SettingsError(LOCAL_ROOT_MESSAGE)
+    if not any(root in resolved.parents for root in roots):
         raise SettingsError("The local bucket path is outside the allowed local bucket roots.")
     if not resolved.is_dir():
         raise SettingsError("The local bucket directory does not exist.")

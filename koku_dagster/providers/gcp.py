@@ -7,7 +7,8 @@ carries no month); the conversion keeps the rows whose ``invoice.month`` is M. O
 same period only the latest (file modification time) is read: a re-export replaces its partition. The
 assembly id is derived from the chosen files' keys, sizes and modification times, so any re-export
 gives a new one (Koku's ``partition_date|export_time`` idea). Every partition is filed under the
-invoice month (its usage days may lie before it). Only GCP-local is read today.
+invoice month (its usage days may lie before it). ``GCP`` reads the BigQuery billing export table
+instead (:mod:`koku_dagster.providers.gcp_bigquery`), written out as CSV text with the same columns.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from koku_dagster.providers import gcp_bigquery
 from koku_dagster.providers.base import (
     CloudType,
     CredentialFetch,
@@ -33,9 +35,11 @@ from koku_dagster.providers.base import (
     CredentialsError,
     ProviderContext,
     ReportAccess,
+    SettingsError,
+    Unreachable,
 )
 from koku_dagster.reports.csv_parquet import TIMESTAMP_TYPE, CsvTable
-from koku_dagster.reports.errors import ManifestError
+from koku_dagster.reports.errors import IngestError, ManifestError
 from koku_dagster.reports.local import LocalReports
 from koku_dagster.reports.model import Manifest, ReportFile, ReportSource
 from koku_dagster.reports.month_tables import column_sums, rows_not_equal
@@ -218,7 +222,8 @@ class MonthTotals(CostTotals):
 
 @dataclass(frozen=True)
 class GcpType(CloudType):
-    """GCP (BigQuery billing export) and GCP-local (export CSVs in a local directory)."""
+    """What GCP and GCP-local share (conversion, totals, credentials); as such, GCP-local: export CSVs in
+    a local directory. :class:`GcpBigQueryType` reads the BigQuery billing export instead."""
 
     family = "GCP"
     cost_authtype = "project_id_service_account_json"
@@ -234,8 +239,6 @@ class GcpType(CloudType):
         return {"project_id": inputs.username}
 
     def report_source(self, ctx: ProviderContext, access: ReportAccess) -> ReportSource:
-        if self.local_directory_key is None:
-            return super().report_source(ctx, access)
         return LocalGcpExports(self.local_directory(ctx, access.local_roots))
 
     def month_totals(self, *, schema: str, provider_uuid: str, month: date, out_root: Path) -> MonthTotals:
@@ -266,8 +269,76 @@ class GcpType(CloudType):
         )
 
 
+class NoReports:
+    """The reports of a storage-only GCP source: none are read (Koku reads only posted files for them)."""
+
+    def find_manifest(self, month: date) -> Manifest | None:
+        return None
+
+    def etag(self, key: str) -> str:
+        raise IngestError("a storage-only GCP source has no report files")
+
+    def open_file(self, key: str) -> BinaryIO:
+        raise IngestError("a storage-only GCP source has no report files")
+
+
+@dataclass(frozen=True)
+class GcpBigQueryType(GcpType):
+    """GCP: the Cloud Billing export table in BigQuery (:mod:`~koku_dagster.providers.gcp_bigquery`).
+
+    Credentials are the ``project_id`` and, when Platform Sources holds one, a service account key
+    (``service_account_json``, a secret); without it Application Default Credentials are used, or
+    none against an overridden endpoint (``KOKU_GCP_BIGQUERY_URL``).
+    """
+
+    credential_fetch = CredentialFetch(password="always")
+
+    def shape_credentials(self, inputs: CredentialInputs) -> dict[str, Any]:
+        credentials = super().shape_credentials(inputs)
+        if inputs.password:
+            try:
+                gcp_bigquery.service_account_info(inputs.password)
+            except gcp_bigquery.BigQueryError as exc:
+                raise CredentialsError(str(exc)) from None
+            credentials["service_account_json"] = inputs.password
+        return credentials
+
+    def check_settings(self, credentials: dict[str, Any], data_source: dict[str, Any]) -> None:
+        if data_source.get("storage_only"):
+            return
+        try:
+            gcp_bigquery.billing_location(credentials, data_source)
+        except gcp_bigquery.BigQueryError as exc:
+            raise SettingsError(str(exc)) from None
+
+    def _reader(self, ctx: ProviderContext, access: ReportAccess) -> gcp_bigquery.BigQueryExports:
+        location = gcp_bigquery.billing_location(ctx.credentials, ctx.data_source)
+        secret = ctx.credentials.get("service_account_json")
+        client = gcp_bigquery.make_client(
+            location, secret if isinstance(secret, str) else None, access.endpoints.gcp_bigquery_url
+        )
+        return gcp_bigquery.BigQueryExports(client, location)
+
+    def check_reachable(self, ctx: ProviderContext, access: ReportAccess) -> None:
+        """Koku's checks: the dataset exists, the table exists (or is found), it has the export's
+        columns and is partitioned by day. Storage-only sources need a bucket (not read)."""
+        if ctx.data_source.get("storage_only"):
+            if not ctx.data_source.get("bucket"):
+                raise Unreachable(gcp_bigquery.BUCKET_MISSING)
+            return
+        try:
+            self._reader(ctx, access).table()
+        except gcp_bigquery.BigQueryError as exc:
+            raise Unreachable(str(exc)) from None
+
+    def report_source(self, ctx: ProviderContext, access: ReportAccess) -> ReportSource:
+        if ctx.data_source.get("storage_only"):
+            return NoReports()
+        return self._reader(ctx, access)
+
+
 _BILLING_OPTIONAL = ("dataset", "bucket", "storage_only")
-GCP = GcpType("GCP", "google", ("dataset",), _BILLING_OPTIONAL)
+GCP = GcpBigQueryType("GCP", "google", ("dataset",), _BILLING_OPTIONAL, polled=True)
 GCP_LOCAL = GcpType(
     "GCP-local", "google-local", ("bucket",), _BILLING_OPTIONAL, local_directory_key="bucket", polled=True
 )

@@ -21,8 +21,8 @@ import calendar
 import json
 import os
 import tempfile
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections import OrderedDict, deque
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
@@ -72,6 +72,9 @@ TIMESTAMPS = ("report_period_start", "report_period_end", "interval_start", "int
 HOUR_TOLERANCE = Decimal("0.000001")
 #: Worker threads typing a report type's CSV batches (and batches typed ahead of the writer).
 PREPARE_THREADS = 2
+#: Day files open for writing at once per report type; a day evicted and seen again gets another
+#: segment, merged when the type is closed (rows sorted by day, as the operator writes them, never do).
+MAX_OPEN_WRITERS = 32
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
@@ -278,6 +281,8 @@ class PayloadResult:
     rows_without_interval_start: int
     uncast_cells: int
     empty_files: tuple[str, ...] = ()
+    #: Rows left out because their day lies outside the months kept (retention window, up to now).
+    rows_outside_window: int = 0
 
     @property
     def days_covered(self) -> tuple[date, ...]:
@@ -304,15 +309,20 @@ class PayloadResult:
             "source_rows": self.source_rows,
             "rows_without_interval_start": self.rows_without_interval_start,
             "uncast_cells": self.uncast_cells,
+            "rows_outside_window": self.rows_outside_window,
         }
 
 
 @dataclass
 class _DayWriter:
-    """A Parquet file being written for one report type x day, with its hours and exact sums."""
+    """A Parquet file being written for one report type x day, with its hours and exact sums.
 
-    writer: pq.ParquetWriter
+    ``writer`` writes the last of ``segments``; it is None while the day is evicted (closed).
+    """
+
+    writer: pq.ParquetWriter | None
     path: Path
+    segments: list[Path] = field(default_factory=list)
     hours: set[int] = field(default_factory=set)
     rows: int = 0
     uncast_cells: int = 0
@@ -367,6 +377,21 @@ class _DayRows:
 
 
 @dataclass(frozen=True)
+class MonthWindow:
+    """Which months a payload may write: days outside ``manifest`` refuse the payload, days in it
+    but outside ``kept`` (the retention window up to the current month) are left out."""
+
+    manifest: frozenset[date]
+    kept: frozenset[date]
+
+    def admits(self, day: date, file_name: str) -> bool:
+        month = day.replace(day=1)
+        if month not in self.manifest:
+            raise ReportFormatError(f"{file_name}: rows dated {day} lie outside the months of the manifest")
+        return month in self.kept
+
+
+@dataclass(frozen=True)
 class _Batch:
     """A typed batch split by day (computed on a worker thread; written in order by the caller)."""
 
@@ -397,13 +422,17 @@ class _TypeConverter:
     thread reads the CSV and writes the day files, in the order of the rows.
     """
 
-    def __init__(self, report_type: ReportType, manifest_uuid: str, out_dir: Path, pool: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, report_type: ReportType, manifest_uuid: str, out_dir: Path, pool: ThreadPoolExecutor, window: MonthWindow
+    ) -> None:
         self.type = report_type
         self.manifest_uuid = manifest_uuid
         self.out_dir = out_dir
         self.pool = pool
+        self.window = window
         self.days: dict[date, _DayWriter] = {}
-        self.source_rows = self.no_start = 0
+        self.open: OrderedDict[date, _DayWriter] = OrderedDict()
+        self.source_rows = self.no_start = self.outside_window = 0
 
     def add_file(self, path: Path) -> None:
         header = [h.strip().lower() for h in read_header(lambda: path.open("rb"), path.name)]
@@ -411,7 +440,7 @@ class _TypeConverter:
         needed = [position[n] for n in self.type.schema.names if n in position]
         batches = record_batches(lambda: path.open("rb"), path.name, len(header), needed)
         for typed in _in_order(self.pool, lambda b: self._type_batch(b, position), batches, PREPARE_THREADS):
-            self._store(typed)
+            self._store(typed, path.name)
 
     def _type_batch(self, batch: pa.RecordBatch, position: dict[str, str]) -> _Batch:
         n = batch.num_rows
@@ -457,11 +486,15 @@ class _TypeConverter:
             )
         return _Batch(n, start.null_count, tuple(days))
 
-    def _store(self, batch: _Batch) -> None:
+    def _store(self, batch: _Batch, file_name: str) -> None:
         self.source_rows += batch.source_rows
         self.no_start += batch.no_start
         for part in batch.days:
+            if not self.window.admits(part.day, file_name):
+                self.outside_window += part.rows.num_rows
+                continue
             target = self._writer(part.day)
+            assert target.writer is not None
             target.writer.write_table(part.rows)
             target.rows += part.rows.num_rows
             target.uncast_cells += part.uncast_cells
@@ -470,11 +503,42 @@ class _TypeConverter:
                 target.sums[name] = target.sums.get(name, Decimal(0)) + total
 
     def _writer(self, day: date) -> _DayWriter:
-        if day not in self.days:
+        """The day's open writer (a new segment when the day was evicted), at most
+        :data:`MAX_OPEN_WRITERS` open: the least recently used one is closed."""
+        w = self.days.get(day)
+        if w is None:
             path = self.out_dir / self.type.name / f"{day.isoformat()}_{self.manifest_uuid}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.days[day] = _DayWriter(pq.ParquetWriter(path, self.type.schema, compression="zstd"), path)
-        return self.days[day]
+            w = self.days[day] = _DayWriter(None, path)
+        if w.writer is None:
+            segment = w.path.with_suffix(f".{len(w.segments)}.segment")
+            w.writer = pq.ParquetWriter(segment, self.type.schema, compression="zstd")
+            w.segments.append(segment)
+        self.open[day] = w
+        self.open.move_to_end(day)
+        while len(self.open) > MAX_OPEN_WRITERS:
+            _, evicted = self.open.popitem(last=False)
+            assert evicted.writer is not None
+            evicted.writer.close()
+            evicted.writer = None
+        return w
+
+    def _finish(self, w: _DayWriter, footer: dict[str, Any]) -> None:
+        """Write the day's file with its footer: its one segment renamed, or its segments merged."""
+        meta = {FOOTER_KEY: json.dumps(footer)}
+        if len(w.segments) == 1 and w.writer is not None:
+            w.writer.add_key_value_metadata(meta)
+            w.writer.close()
+            os.replace(w.segments[0], w.path)
+            return
+        if w.writer is not None:
+            w.writer.close()
+        with pq.ParquetWriter(w.path, self.type.schema, compression="zstd") as out:
+            for segment in w.segments:
+                for batch in pq.ParquetFile(segment).iter_batches():
+                    out.write_batch(batch)
+                segment.unlink()
+            out.add_key_value_metadata(meta)
 
     def close(self) -> list[tuple[date, _DayWriter]]:
         """Close every day file, recording its footer (payload, day, hours, rows, exact sums)."""
@@ -488,8 +552,9 @@ class _TypeConverter:
                 "uncast_cells": w.uncast_cells,
                 "sums": {k: str(v) for k, v in w.sums.items()},
             }
-            w.writer.add_key_value_metadata({FOOTER_KEY: json.dumps(footer)})
-            w.writer.close()
+            self._finish(w, footer)
+            w.writer = None
+        self.open.clear()
         return sorted(self.days.items())
 
 
@@ -554,6 +619,7 @@ def convert_payload(
     schema: str,
     provider_uuid: str,
     out_root: Path,
+    kept_months: Collection[date] | None = None,
     prepare_partition: Callable[[Path], object] = lambda partition: None,
 ) -> PayloadResult:
     """Convert an extracted payload's CSVs into the line-item partitions of the months it covers.
@@ -564,8 +630,13 @@ def convert_payload(
     Each file's report type is detected from its header (an unknown one aborts the step before
     anything is written); header-less empty files are skipped. Rows are typed, label strings become
     JSON text, and rows are split by the day of ``interval_start`` into per-day files kept by the rule
-    in the module docstring.
+    in the module docstring. Only the manifest's months are written, and of them only ``kept_months``
+    when given (the retention window): a row of another month refuses the payload
+    (:class:`ReportFormatError`), a row outside the window is left out and counted.
     """
+    manifest_months = frozenset(manifest.months)
+    kept = manifest_months if kept_months is None else manifest_months & frozenset(kept_months)
+    window = MonthWindow(manifest_months, kept)
     types: dict[str, ReportType] = {}
     empty: list[str] = []
     for name, path in sorted(files.items()):
@@ -576,7 +647,7 @@ def convert_payload(
         types[name] = detect_report_type(header, name)
     out_root.mkdir(parents=True, exist_ok=True)
     days: list[DayFile] = []
-    source_rows = no_start = uncast = 0
+    source_rows = no_start = uncast = outside = 0
     with (
         tempfile.TemporaryDirectory(dir=out_root, prefix=".ocp-incoming-") as tmp,
         ThreadPoolExecutor(max_workers=PREPARE_THREADS, thread_name_prefix="ocp-convert") as pool,
@@ -586,7 +657,7 @@ def convert_payload(
             names = [n for n, t in types.items() if t is report_type]
             if not names:
                 continue
-            converter = _TypeConverter(report_type, manifest.uuid, Path(tmp), pool)
+            converter = _TypeConverter(report_type, manifest.uuid, Path(tmp), pool, window)
             try:
                 for name in names:
                     converter.add_file(files[name])
@@ -594,6 +665,7 @@ def convert_payload(
                 new = converter.close()
             source_rows += converter.source_rows
             no_start += converter.no_start
+            outside += converter.outside_window
             uncast += sum(w.uncast_cells for _, w in new)
             converted.append((report_type, new))
         # Installed only once every file converted: a bad file leaves every partition as it was.
@@ -609,6 +681,7 @@ def convert_payload(
         no_start,
         uncast,
         tuple(empty),
+        outside,
     )
 
 
@@ -652,7 +725,7 @@ def build_daily(*, schema: str, provider_uuid: str, month: date, out_root: Path,
     with duck.connect(work_dir) as con:
         for report_type in REPORT_TYPES:
             inputs = parquet_files(ocp_line_items_dir(out_root, schema, report_type.name, provider_uuid, month))
-            files = [str(p) for p in inputs or [_empty_line_items(report_type, work_dir)]]
+            files = duck.literal_files(inputs or [_empty_line_items(report_type, work_dir)])
             partition = ocp_daily_dir(out_root, schema, report_type.name, provider_uuid, month)
             tables[report_type.name] = _write(con, report_type.daily_query(), {"line_item_files": files}, partition)
     return DailyResult(tables)
@@ -670,7 +743,7 @@ def build_summary(
         files = parquet_files(ocp_daily_dir(out_root, schema, report_type.name, provider_uuid, month))
         if not files:
             raise FileNotFoundError(f"no daily {report_type.name} partition for {month:%Y-%m}: run build_daily first")
-        return [str(p) for p in files]
+        return duck.literal_files(files)
 
     work_dir.mkdir(parents=True, exist_ok=True)
     pod_items = parquet_files(ocp_line_items_dir(out_root, schema, POD_USAGE.name, provider_uuid, month))
@@ -679,7 +752,7 @@ def build_summary(
         "storage_daily": daily(STORAGE_USAGE),
         "node_labels_daily": daily(NODE_LABELS),
         "namespace_labels_daily": daily(NAMESPACE_LABELS),
-        "pod_items": [str(p) for p in pod_items or [_empty_line_items(POD_USAGE, work_dir)]],
+        "pod_items": duck.literal_files(pod_items or [_empty_line_items(POD_USAGE, work_dir)]),
         "cluster_id": cluster_id,
         "source_uuid": provider_uuid,
         "days_in_month": calendar.monthrange(month.year, month.month)[1],

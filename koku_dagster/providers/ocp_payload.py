@@ -1,10 +1,12 @@
-"""OpenShift payloads: download, manifest, safe extraction, and building one.
+"""OpenShift payloads: manifest and safe extraction (the download is :mod:`koku_dagster.uploads.download`).
 
 A payload is a ``.tar.gz`` holding ``manifest.json`` and the CSV files it lists, at the top level (as
 the Cost Management Metrics Operator and nise's ``--insights-upload`` output). The manifest is read
 before anything is extracted; extraction, one streaming pass that decompresses the archive once,
 writes only the listed regular files and refuses the whole archive (removing what it wrote) when
-any member could escape the destination (absolute paths, ``..``, links, devices).
+any member could escape the destination (absolute paths, ``..``, links, devices). Header
+extensions (GNU long names, PAX records) are size-checked before :mod:`tarfile` reads them whole,
+so a small gzip declaring a huge header cannot exhaust memory.
 """
 
 from __future__ import annotations
@@ -14,22 +16,16 @@ import json
 import re
 import shutil
 import tarfile
-import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
-from urllib.parse import unquote, urlsplit
-
-import requests
 
 from koku_dagster.reports.errors import (
     CorruptPayloadError,
     ManifestError,
-    PayloadDownloadError,
-    PayloadRefusedError,
     PayloadTooLargeError,
     ReportFileMissingError,
     UnsafePayloadError,
@@ -40,12 +36,15 @@ MAX_MANIFEST_BYTES = 10 << 20
 MAX_MEMBERS = 1_000
 #: Largest unpacked content of a payload (every member counts).
 MAX_UNPACKED_BYTES = 4 << 30
-#: Longest a whole download may take.
-MAX_DOWNLOAD_SECONDS = 600.0
 CHUNK_BYTES = 1 << 20
+#: Largest GNU long-name / long-link header (a path) and largest PAX header block accepted.
+MAX_LONG_NAME_BYTES = 4096
+MAX_PAX_BYTES = 64 << 10
+#: Months a manifest's ``start`` .. ``end`` may span (an operator payload covers one, at a month end two).
+MAX_MANIFEST_MONTHS = 3
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
+_TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError, RecursionError)
 #: ``date`` as a type; inside ``PayloadManifest`` the name is its ``date`` field.
 _Date = date
 
@@ -116,6 +115,17 @@ def _names(value: Any, name: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
+def _check_span(start: datetime | None, end: datetime | None) -> None:
+    """``start`` .. ``end`` must be in order and span at most :data:`MAX_MANIFEST_MONTHS` months."""
+    if start is None or end is None:
+        return
+    if end < start:
+        raise ManifestError(f"{MANIFEST_NAME}: end is before start")
+    months = (end.year - start.year) * 12 + end.month - start.month + 1
+    if months > MAX_MANIFEST_MONTHS:
+        raise ManifestError(f"{MANIFEST_NAME}: start .. end spans {months} months; at most {MAX_MANIFEST_MONTHS}")
+
+
 def parse_manifest(doc: Any) -> PayloadManifest:
     """Validate a decoded ``manifest.json``.
 
@@ -133,6 +143,7 @@ def parse_manifest(doc: Any) -> PayloadManifest:
     end = _timestamp(doc.get("end"), "end", required=False)
     if start and end and (start.year, start.month) != (end.year, end.month) and end.day == 1:
         end = end.replace(year=start.year, month=start.month, day=calendar.monthrange(start.year, start.month)[1])
+    _check_span(start, end)
     cr_status = doc.get("cr_status")
     return PayloadManifest(
         uuid=doc["uuid"].strip(),
@@ -163,10 +174,25 @@ def _member_name(member: tarfile.TarInfo) -> str:
     return "/".join(p for p in path.parts if p != ".")
 
 
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Refuses a GNU long-name or PAX header larger than a path needs before :mod:`tarfile` reads it
+    into memory (it reads such headers whole, whatever size they declare)."""
+
+    def _proc_gnulong(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.size > MAX_LONG_NAME_BYTES:
+            raise PayloadTooLargeError(f"payload has a long-name header of {self.size} bytes")
+        return super()._proc_gnulong(tarfile)  # type: ignore[misc]
+
+    def _proc_pax(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.size > MAX_PAX_BYTES:
+            raise PayloadTooLargeError(f"payload has a PAX header of {self.size} bytes")
+        return super()._proc_pax(tarfile)  # type: ignore[misc]
+
+
 def _open(tar_path: Path) -> tarfile.TarFile:
     """The archive as a stream: members are read in order and the data is decompressed once."""
     try:
-        return tarfile.open(tar_path, mode="r|*")
+        return tarfile.open(tar_path, mode="r|*", tarinfo=_BoundedTarInfo)
     except _TAR_ERRORS as exc:
         raise CorruptPayloadError(f"{tar_path.name}: not a readable tar archive ({exc})") from None
 
@@ -286,90 +312,3 @@ def extract_payload(
             shutil.rmtree(dest, ignore_errors=True)
         raise
     return {name: extracted[name] for name in manifest.files}
-
-
-def fetch_payload(
-    url: str,
-    dest: Path,
-    *,
-    max_bytes: int,
-    timeout: float,
-    allowed_file_roots: tuple[Path, ...],
-    max_seconds: float = MAX_DOWNLOAD_SECONDS,
-) -> Path:
-    """Download ``url`` (http, https, or a ``file://`` URL under one of ``allowed_file_roots``) to ``dest``.
-
-    ``timeout`` bounds connecting and each read, ``max_seconds`` the whole download (a server
-    trickling bytes cannot hold it for ever). At most ``max_bytes`` are accepted; a larger payload
-    raises :class:`PayloadTooLargeError` and leaves no file. Error messages never carry the query
-    string (it may hold a signed token).
-    """
-    parts = urlsplit(url)
-    shown = f"{parts.scheme}://{parts.netloc}{parts.path}"
-    scheme = parts.scheme.lower()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        if scheme in ("http", "https"):
-            _fetch_http(url, shown, dest, max_bytes, timeout, max_seconds)
-        elif scheme == "file":
-            _fetch_file(parts.netloc, unquote(parts.path), shown, dest, max_bytes, allowed_file_roots)
-        else:
-            raise PayloadRefusedError(f"payload URL scheme is not http, https or file: {parts.scheme!r}")
-    except BaseException:
-        dest.unlink(missing_ok=True)
-        raise
-    return dest
-
-
-def _fetch_http(url: str, shown: str, dest: Path, max_bytes: int, timeout: float, max_seconds: float) -> None:
-    too_slow = PayloadDownloadError(f"{shown}: download took longer than {max_seconds:g} s")
-    expired = threading.Event()
-    try:
-        with requests.get(url, stream=True, timeout=(timeout, timeout)) as response:
-            if response.status_code != 200:
-                raise PayloadDownloadError(f"{shown}: HTTP status {response.status_code}")
-            length = response.headers.get("Content-Length", "")
-            if length.isdigit() and int(length) > max_bytes:
-                raise PayloadTooLargeError(f"{shown}: {length} bytes exceeds {max_bytes}")
-
-            def expire() -> None:  # a read blocks until data comes: closing the response ends it
-                expired.set()
-                response.close()
-
-            watchdog = threading.Timer(max_seconds, expire)
-            watchdog.daemon = True
-            watchdog.start()
-            try:
-                with dest.open("wb") as out:
-                    received = 0
-                    for chunk in response.iter_content(CHUNK_BYTES):
-                        received += len(chunk)
-                        if received > max_bytes:
-                            raise PayloadTooLargeError(f"{shown}: exceeds {max_bytes} bytes")
-                        out.write(chunk)
-                if expired.is_set():
-                    raise too_slow
-            except PayloadTooLargeError:
-                raise
-            except Exception:
-                if expired.is_set():
-                    raise too_slow from None
-                raise
-            finally:
-                watchdog.cancel()
-    except requests.RequestException as exc:
-        raise PayloadDownloadError(f"{shown}: download failed ({type(exc).__name__})") from None
-
-
-def _fetch_file(host: str, path: str, shown: str, dest: Path, max_bytes: int, roots: tuple[Path, ...]) -> None:
-    if host not in ("", "localhost"):
-        raise PayloadRefusedError(f"{shown}: file URLs must be local")
-    source = Path(path).resolve()
-    if not any(source.is_relative_to(root.resolve()) for root in roots):
-        raise PayloadRefusedError(f"{shown}: outside the allowed payload folders")
-    if not source.is_file():
-        raise PayloadDownloadError(f"{shown}: no such file")
-    if source.stat().st_size > max_bytes:
-        raise PayloadTooLargeError(f"{shown}: exceeds {max_bytes} bytes")
-    with source.open("rb") as src, dest.open("wb") as out:
-        _copy(src, out, max_bytes, shown)

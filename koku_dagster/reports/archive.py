@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 from contextlib import closing
 from pathlib import Path
 from typing import BinaryIO
 
+from koku_dagster.reports.errors import ReportTooLargeError
 from koku_dagster.reports.model import Manifest, ReportFiles
+
+#: Largest report file archived (a month's CUR part is a few GiB at most); more is refused, not filled in.
+MAX_ARCHIVED_FILE_BYTES = 64 << 30
+CHUNK_BYTES = 1 << 20
 
 
 class ArchivedReports:
@@ -21,9 +25,19 @@ class ArchivedReports:
         return (self.archive / self._names[key]).open("rb")
 
 
-def archive_file(source: ReportFiles, key: str, target: Path) -> int:
-    """Copy one report file to ``target`` (streaming); return its size."""
+def archive_file(source: ReportFiles, key: str, target: Path, max_bytes: int = MAX_ARCHIVED_FILE_BYTES) -> int:
+    """Copy one report file to ``target`` (streaming); return its size. A file larger than
+    ``max_bytes`` raises :class:`ReportTooLargeError` and leaves nothing at ``target``."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    with closing(source.open_file(key)) as src, target.open("wb") as dst:
-        shutil.copyfileobj(src, dst, length=1 << 20)
-    return target.stat().st_size
+    copied = 0
+    try:
+        with closing(source.open_file(key)) as src, target.open("wb") as dst:
+            while chunk := src.read(CHUNK_BYTES):
+                copied += len(chunk)
+                if copied > max_bytes:
+                    raise ReportTooLargeError(f"report file {key} exceeds {max_bytes} bytes")
+                dst.write(chunk)
+    except ReportTooLargeError:
+        target.unlink(missing_ok=True)
+        raise
+    return copied

@@ -27,6 +27,10 @@ class ReportFormatError(IngestError):
     """A report file is not a usable CSV (wrong extension, missing required columns)."""
 
 
+class ReportTooLargeError(IngestError):
+    """A report file, manifest or bucket listing exceeds its size or count limit."""
+
+
 class CorruptReportError(IngestError):
     """A report file is damaged: truncated compression, malformed CSV rows."""
 

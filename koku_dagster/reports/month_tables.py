@@ -64,7 +64,7 @@ def build_from(
 ) -> TableResult:
     """:func:`build_table` over the Parquet files of ``input_dir``, passed to ``query`` as ``$files_param``."""
     inputs = parquet_files(input_dir)
-    return build_table(query, {files_param: [str(p) for p in inputs]} | params, inputs, partition, month, work_dir)
+    return build_table(query, {files_param: duck.literal_files(inputs)} | params, inputs, partition, month, work_dir)
 
 
 def column_sums(files: list[Path], columns: list[str]) -> tuple[int, list[Decimal]]:
@@ -74,7 +74,7 @@ def column_sums(files: list[Path], columns: list[str]) -> tuple[int, list[Decima
     with duck.connect() as con:
         exprs = ", ".join(f'coalesce(sum(CAST("{c}" AS DECIMAL(38, 12))), 0)' for c in columns)
         query = f"SELECT count(*), {exprs} FROM read_parquet($files)"
-        row = con.execute(query, {"files": [str(f) for f in files]}).fetchone() or (0, *[0] * len(columns))
+        row = con.execute(query, {"files": duck.literal_files(files)}).fetchone() or (0, *[0] * len(columns))
     return int(row[0]), [Decimal(v) for v in row[1:]]
 
 
@@ -84,7 +84,7 @@ def _count_where(files: list[Path], condition: str, params: dict[str, Any]) -> i
         return 0
     with duck.connect() as con:
         query = f"SELECT count(*) FROM read_parquet($files) WHERE {condition}"
-        row = con.execute(query, {"files": [str(f) for f in files]} | params).fetchone()
+        row = con.execute(query, {"files": duck.literal_files(files)} | params).fetchone()
     return int(row[0]) if row else 0
 
 

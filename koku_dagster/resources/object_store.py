@@ -9,6 +9,7 @@ from dagster_aws.s3 import S3Resource
 from koku_dagster.infra.object_store import ObjectStore
 from koku_dagster.providers.aws import assume_role_credentials
 from koku_dagster.providers.base import CloudEndpoints, ReportAccess
+from koku_dagster.uploads.download import UrlPolicy
 
 
 class ObjectStoreResource(dg.ConfigurableResource):
@@ -21,6 +22,8 @@ class ObjectStoreResource(dg.ConfigurableResource):
     local_bucket_roots: str
     #: Local mirror of an ``s3://`` store (steps read and write files there); empty for a ``file://`` store.
     cache_dir: str
+    #: Space-separated ``KOKU_UPLOAD_URL_ALLOWLIST``: URL prefixes payloads may come from although not public.
+    upload_url_allowlist: str = ""
 
     def object_store(self) -> ObjectStore:
         return ObjectStore(self.url, self.endpoint_url, Path(self.cache_dir) if self.cache_dir else None)
@@ -28,6 +31,10 @@ class ObjectStoreResource(dg.ConfigurableResource):
     def report_access(self, endpoints: CloudEndpoints) -> ReportAccess:
         """How readers reach reports: the local roots, S3 as the provider's role, and the cloud endpoints."""
         return ReportAccess(self.roots(), self.report_s3_client, endpoints)
+
+    def url_policy(self) -> UrlPolicy:
+        """Where OpenShift payloads may be fetched from (the allow-list and the local bucket roots)."""
+        return UrlPolicy(tuple(self.upload_url_allowlist.split()), self.roots())
 
     def roots(self) -> tuple[Path, ...]:
         return tuple(Path(p).resolve() for p in self.local_bucket_roots.split(":") if p)

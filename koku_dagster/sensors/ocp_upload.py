@@ -5,6 +5,10 @@ the offsets; re-send validation results still owed; request an ``ocp_payload_ing
 pending upload and, per successful upload, a summary-only ``provider_month_ingest`` run per changed
 month. No download happens here.
 
+Budget: the tick has :data:`TICK_BUDGET_SECONDS` (Dagster's limit is 60 s). Each phase gets what is
+left, with a deadline of its own (the Kafka read and commit, the result re-sends, the look at stalled
+uploads); what a phase did not reach is in the table still and is taken by the next tick.
+
 Hand-over: the request ids of the runs a tick asks for are kept in the cursor, and marked in the
 table (``run_requested``, ``summaries_requested``) by the next tick, because Dagster stores a tick's
 cursor only together with its run requests. Until then they are asked for again, which their run
@@ -14,6 +18,7 @@ keys make harmless.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -34,7 +39,7 @@ from koku_dagster.assets.partitions import billing_month_partitions, providers_p
 from koku_dagster.ingest.polling import existing_providers
 from koku_dagster.resources import ApplicationDatabase, KafkaResource
 from koku_dagster.uploads import upload_records
-from koku_dagster.uploads.intake import IntakeReport, take_announcements
+from koku_dagster.uploads.intake import IntakeLimits, IntakeReport, take_announcements
 from koku_dagster.uploads.upload_records import Upload
 from koku_dagster.uploads.validation import send_validations
 
@@ -42,8 +47,12 @@ from koku_dagster.uploads.validation import send_validations
 MAX_REQUESTS = 200
 #: A finished upload's result is re-sent by the sensor only after the run had this long to send it.
 VALIDATION_GRACE = timedelta(seconds=60)
-#: An upload still pending this long after its run was asked for is looked at again.
-STALLED_AFTER = timedelta(minutes=10)
+#: An upload still pending this long after it arrived, with every run of it ended, is asked for again.
+STALLED_AFTER = timedelta(seconds=60)
+#: Seconds a tick may take, and the share of the Kafka read and of the result re-sends in it.
+TICK_BUDGET_SECONDS = 40.0
+READ_BUDGET_SECONDS = 5.0
+RESEND_TIMEOUT_SECONDS = 10.0
 #: Runs of one upload that may end without an outcome (killed, cancelled, database away) before it fails.
 MAX_PAYLOAD_RUNS = 3
 _FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
@@ -90,11 +99,14 @@ def _summary_requests(
     return requests, handed
 
 
-def _stalled_requests(context: dg.SensorEvaluationContext, engine: sa.Engine) -> list[dg.RunRequest]:
-    """Runs again for pending uploads whose runs all ended without an outcome; failure after
+def _stalled_requests(context: dg.SensorEvaluationContext, engine: sa.Engine, deadline: float) -> list[dg.RunRequest]:
+    """Runs again for pending uploads whose runs all ended without an outcome (failed, cancelled,
+    or failed by run monitoring or ``dead_run_sensor`` because their process died); failure after
     :data:`MAX_PAYLOAD_RUNS` of them (the sensor then sends the result, as for any finished upload)."""
     requests: list[dg.RunRequest] = []
     for request_id in upload_records.handed_over_pending(engine, STALLED_AFTER, limit=20):
+        if time.monotonic() > deadline:
+            break  # the rest next tick
         runs = context.instance.get_runs(dg.RunsFilter(tags={REQUEST_ID_TAG: request_id[:63]}))
         if any(run.status not in _FINISHED for run in runs):
             continue  # queued or running
@@ -124,6 +136,11 @@ def _metadata(intake: IntakeReport, totals: Counter[str], states: dict[str, int]
     }
 
 
+def _left(deadline: float, cap: float) -> float:
+    """Seconds a phase may take: ``cap``, or what is left of the tick when that is less."""
+    return max(0.0, min(cap, deadline - time.monotonic()))
+
+
 @dg.sensor(
     name="ocp_upload_sensor",
     minimum_interval_seconds=10,
@@ -137,6 +154,7 @@ def _metadata(intake: IntakeReport, totals: Counter[str], states: dict[str, int]
 def ocp_upload_sensor(
     context: dg.SensorEvaluationContext, app_db: ApplicationDatabase, kafka: KafkaResource
 ) -> dg.SensorResult:
+    deadline = time.monotonic() + TICK_BUDGET_SECONDS
     engine = app_db.engine()
     cursor = _parse_cursor(context.cursor)
     upload_records.mark(engine, cursor.get("runs", []), "run_requested")
@@ -144,7 +162,13 @@ def ocp_upload_sensor(
 
     kafka_ok = True
     try:
-        intake = take_announcements(engine, kafka.bootstrap_servers, kafka.upload_topic)
+        intake = take_announcements(
+            engine,
+            kafka.bootstrap_servers,
+            kafka.upload_topic,
+            limits=IntakeLimits(read_budget_seconds=_left(deadline, READ_BUDGET_SECONDS)),
+            security=kafka.security(),
+        )
     except KafkaException as exc:
         context.log.warning(f"Kafka unavailable, announcements wait: {exc}")
         intake, kafka_ok = IntakeReport(), False
@@ -153,12 +177,19 @@ def ocp_upload_sensor(
         context.log.warning(f"rejected {pos.topic}[{pos.partition}]@{pos.offset}: {rejection.reason}")
 
     resent: set[str] = set()
-    if kafka_ok:
+    if kafka_ok and _left(deadline, RESEND_TIMEOUT_SECONDS) >= 1.0:
         owed = upload_records.validations_due(engine, VALIDATION_GRACE, MAX_REQUESTS)
-        resent = send_validations(engine, kafka.bootstrap_servers, kafka.validation_topic, owed)
+        resent = send_validations(
+            engine,
+            kafka.bootstrap_servers,
+            kafka.validation_topic,
+            owed,
+            timeout=_left(deadline, RESEND_TIMEOUT_SECONDS),
+            security=kafka.security(),
+        )
 
     runs = upload_records.runs_due(engine, MAX_REQUESTS)
-    again = _stalled_requests(context, engine)
+    again = _stalled_requests(context, engine, deadline)
     summaries, handed = _summary_requests(context, engine, upload_records.summaries_due(engine, MAX_REQUESTS))
     totals = Counter({k: int(v) for k, v in (cursor.get("totals") or {}).items()})
     totals.update(

@@ -11,10 +11,11 @@ from koku_dagster.assets.ingest import ingest_run_request, provider_month_ingest
 from koku_dagster.assets.partitions import providers_partitions
 from koku_dagster.assets.source_records import provider_records, source_records
 from koku_dagster.infra.db.types import utcnow
-from koku_dagster.ingest.polling import months_to_ingest, polled_creations
+from koku_dagster.ingest.polling import months_to_ingest
+from koku_dagster.ingest.reachability import claim_pending_ingestions
 from koku_dagster.resources import ApplicationDatabase, KafkaResource, ObjectStoreResource, PlatformSourcesResource
 from koku_dagster.resources.ingestion import IngestionResource
-from koku_dagster.sources.sync import SourcesSync, SyncReport, provider_uuids, record_counts
+from koku_dagster.sources.sync import SourcesSync, SyncReport, provider_uuids, record_counts, waiting_counts
 
 
 def _metadata(report: SyncReport, counts: dict[str, dict[str, int]]) -> dict[str, dg.RawMetadataValue]:
@@ -24,7 +25,11 @@ def _metadata(report: SyncReport, counts: dict[str, dict[str, int]]) -> dict[str
         "events_applied": batch.applied,
         "events_ignored": batch.ignored,
         "events_rejected": len(batch.rejected),
-        "events_retrying": len(batch.retrying),
+        "events_parked": batch.parked,
+        "events_unparked": batch.unparked,
+        "events_carried": batch.carried,
+        "sources_refused_by_database": len(batch.refused_sources),
+        "waiting": dg.MetadataValue.json(counts["waiting"]),
         "sources_changed": batch.sources_changed,
         "start_offsets": dg.MetadataValue.json({str(p): o for p, o in report.start_offsets.items()}),
         "committed_offsets": dg.MetadataValue.json({f"{t}[{p}]": o for (t, p), o in batch.commit_offsets.items()}),
@@ -36,21 +41,15 @@ def _metadata(report: SyncReport, counts: dict[str, dict[str, int]]) -> dict[str
     }
 
 
-def _ingest_requests(report: SyncReport, engine: sa.Engine, initial_months: int, now: datetime) -> list[dg.RunRequest]:
-    """First ingestion of new providers, and re-ingestion after a billing or credential change."""
-    wanted = dict.fromkeys(report.created, False) | dict.fromkeys(report.reingest, True)
-    if not wanted:
-        return []
-    created = polled_creations(engine, wanted)
+def _ingest_requests(engine: sa.Engine, initial_months: int, now: datetime) -> list[dg.RunRequest]:
+    """First ingestion of new providers, and re-ingestion after a billing or credential change, once the
+    source passed its reachability check (``source_reachability_sensor``)."""
     requests = []
-    for uuid, force in sorted(wanted.items()):
-        if uuid not in created:
-            continue
-        # A provider re-created under the same uuid (same source uid) is a new creation: a new key.
-        stamp = f":{(now if force else created[uuid]):%Y%m%dT%H%M%S.%f}"
+    for pending in claim_pending_ingestions(engine):
+        kind = "reingest" if pending.force else "new"
         for month in months_to_ingest(False, now.date(), initial_months):
-            key = f"{'reingest' if force else 'new'}:{uuid}:{month:%Y-%m}{stamp}"
-            requests.append(ingest_run_request(uuid, month, key, force=force))
+            key = f"{kind}:{pending.provider_uuid}:{month:%Y-%m}:{pending.stamp}"
+            requests.append(ingest_run_request(pending.provider_uuid, month, key, force=pending.force))
     return requests
 
 
@@ -75,6 +74,7 @@ def _run_sync(
             topic=kafka.sources_topic,
             local_roots=object_store.roots(),
             purge_data=purge_data,
+            security=kafka.security(),
         )
         return sync.run_once()
     finally:
@@ -107,6 +107,22 @@ def _log_problems(context: dg.SensorEvaluationContext, report: SyncReport) -> No
         context.log.warning("Platform Sources is unreachable; events wait in Kafka")
     if not report.kafka_available:
         context.log.warning("Kafka is unreachable; events wait")
+    if not report.offsets_committed:
+        context.log.warning("Kafka did not confirm an offset commit in time; those events will be read again")
+
+
+def _skip_reason(report: SyncReport, engine: sa.Engine) -> str:
+    """Why the tick did nothing, and what waits (deletions, retried operations, parked events) if anything."""
+    if report.busy:
+        reason = "another evaluation of this sensor is still running"
+    elif not report.api_available or not report.kafka_available:
+        reason = "Platform Sources or Kafka unreachable; events wait"
+    else:
+        reason = "no new events"
+    waiting = {name: n for name, n in waiting_counts(engine).items() if n}
+    if waiting:
+        reason += "; waiting: " + ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in waiting.items())
+    return reason
 
 
 @dg.sensor(
@@ -133,13 +149,10 @@ def platform_sources_sensor(
     _log_problems(context, report)
     batch = report.batch
 
-    run_requests = _ingest_requests(report, engine, ingestion.initial_ingest_num_months, utcnow())
-    changed = batch.read or report.operations or requests or report.statuses.sent
+    run_requests = _ingest_requests(engine, ingestion.initial_ingest_num_months, utcnow())
+    changed = batch.read or batch.unparked or report.operations or requests or report.statuses.sent or run_requests
     if not changed:
-        reason = "no new events"
-        if not report.api_available or not report.kafka_available:
-            reason = "Platform Sources or Kafka unreachable; events wait"
-        return dg.SensorResult(skip_reason=reason, dynamic_partitions_requests=requests)
+        return dg.SensorResult(skip_reason=_skip_reason(report, engine), dynamic_partitions_requests=requests)
     counts = record_counts(engine)
     meta = _metadata(report, counts)
     context.log.info(
@@ -153,6 +166,8 @@ def platform_sources_sensor(
         "providers_created": len(report.created),
         "providers_deleted": len(report.deleted),
         "operations_failed": sum(1 for op in report.operations if op.outcome in ("failed", "retry", "invalid")),
+        "deletions_waiting": counts["waiting"]["deletions"],
+        "operations_retrying": counts["waiting"]["operations_retrying"],
         "statuses_sent": report.statuses.sent,
         "dagster/row_count": sum(counts["providers_by_type"].values()),
     }

@@ -12,6 +12,7 @@ from typing import Any
 from koku_dagster.infra.kafka import MessagePosition
 from koku_dagster.sources.errors import PoisonMessage
 from koku_dagster.sources.model import Tenant
+from koku_dagster.sources.values import BadValue, require_id
 
 APPLICATION_EVENTS = frozenset(
     {"Application.create", "Application.update", "Application.destroy", "Application.pause", "Application.unpause"}
@@ -20,7 +21,6 @@ AUTHENTICATION_EVENTS = frozenset({"Authentication.create", "Authentication.upda
 SOURCE_EVENTS = frozenset({"Source.update"})
 HANDLED_EVENTS = APPLICATION_EVENTS | AUTHENTICATION_EVENTS | SOURCE_EVENTS
 
-_MAX_ID = 2**63 - 1
 _MAX_HEADER_BYTES = 64 * 1024
 
 
@@ -74,17 +74,10 @@ def decode_identity(auth_header: str) -> dict[str, Any]:
 
 def _as_id(value: Any, field: str) -> int:
     """Ids arrive as JSON numbers or strings; accept both, refuse anything else."""
-    if isinstance(value, bool):
-        raise PoisonMessage(f"field {field} is not an id")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 19:
-        number = int(value.strip())
-    else:
-        raise PoisonMessage(f"field {field} is missing or not an id")
-    if not 0 < number <= _MAX_ID:
-        raise PoisonMessage(f"field {field} is out of range")
-    return number
+    try:
+        return require_id(value, field)
+    except BadValue as exc:
+        raise PoisonMessage(f"field {exc}") from None
 
 
 def _tenant(headers: Sequence[tuple[str, bytes | str | None]] | None) -> Tenant:

@@ -98,6 +98,6 @@ class Application:
 
 @dataclass(frozen=True)
 class AuthenticationRecord:
-    id: str
+    id: int
     username: str
     extra: dict[str, Any]

@@ -126,7 +126,7 @@ class PlatformView:
             ("auth", source_id, authtype), lambda: self.client.authentication(source_id, authtype, tenant)
         )
 
-    def authentication_password(self, source_id: int, auth_id: str, tenant: Tenant) -> str | None:
+    def authentication_password(self, source_id: int, auth_id: int, tenant: Tenant) -> str | None:
         return self._memo(
             ("password", source_id, auth_id), lambda: self.client.authentication_password(auth_id, tenant)
         )

@@ -83,8 +83,9 @@ def _enqueue_create_or_update(record: SourceRecord) -> None:
     _reset_operation(record)
 
 
-def _set_unavailable(record: SourceRecord, error: SourceDataError) -> None:
-    new = status_mod.build_status(str(error))
+def set_unavailable(record: SourceRecord, reason: str) -> None:
+    """Record ``reason`` (a fixed message of ours) as the source's availability, to be sent."""
+    new = status_mod.build_status(reason)
     if record.status != new:
         record.status = new
         record.status_push_pending = True
@@ -119,7 +120,7 @@ def _save_credentials(
     try:
         credentials = build_credentials(record.source_type, event.source_id, event.tenant, platform, details)
     except SourceDataError as exc:
-        _set_unavailable(record, exc)
+        set_unavailable(record, str(exc))
         return False
     new = {"credentials": credentials}
     if record.authentication == new:
@@ -134,7 +135,7 @@ def _save_billing(record: SourceRecord, event: SourceEvent, platform: PlatformVi
     try:
         data_source = build_data_source(record.source_type, event.source_id, event.tenant, platform)
     except SourceDataError as exc:
-        _set_unavailable(record, exc)
+        set_unavailable(record, str(exc))
         return False
     new = {"data_source": data_source}
     if record.billing_source == new:
@@ -156,21 +157,20 @@ def _create_source_event(record: SourceRecord | None, event: SourceEvent) -> Sou
 
 
 def _destroy(record: SourceRecord | None, event: SourceEvent, platform: PlatformView, replay: bool) -> Outcome:
-    try:
-        platform.source_details(event.source_id, event.tenant)
-        still_on_platform = True
-    except SourceNotFound:
-        still_on_platform = False
     if is_known(record):
         assert record is not None
-        if not record.pending_delete:
+        if not record.pending_delete:  # known: deleted whatever Platform Sources answers now
             record.pending_delete = True
             record.op_attempts = 0
             record.op_failed = False
             record.op_next_attempt_at = None
             return Outcome(record, "marked for deletion")
         return Outcome(record, "deletion already pending")
-    if record is None and still_on_platform and not replay:
+    if record is None and not replay:
+        try:
+            platform.source_details(event.source_id, event.tenant)
+        except SourceNotFound:
+            return Outcome(record, "already removed")
         tombstone = SourceRecord(source_id=event.source_id, offset=event.position.offset, out_of_order_delete=True)
         return Outcome(tombstone, "destroy before create: tombstone left")
     return Outcome(record, "already removed")
@@ -216,7 +216,11 @@ def _apply(record: SourceRecord | None, event: SourceEvent, platform: PlatformVi
         return Outcome(record, "unknown source: ignored")
     assert record is not None
     built_from = provider_settings(record)
-    done = _HANDLERS[kind](record, event, platform)
+    try:
+        done = _HANDLERS[kind](record, event, platform)
+    except SourceDataError as exc:  # what Platform Sources told cannot be used: the source says why
+        set_unavailable(record, str(exc))
+        done = "invalid data from Platform Sources"
     if provider_settings(record) != built_from:
         flag_provider_update(record)
     return Outcome(record, f"{note}; {done}" if kind in _CREATE_EVENTS else done)

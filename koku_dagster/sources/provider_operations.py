@@ -3,8 +3,11 @@
 Which operation a source needs is read from its flags (Koku's screens), and retry state
 (``op_attempts``, ``op_next_attempt_at``, ``op_failed``) lives in the same row, so a crash
 loses nothing and the next pass resumes. Creations and updates commit in chunks (one transaction
-each, one operation per transaction when a chunk fails); deletions run one by one. See
-docs/sources.md, step 5.
+each, one operation per transaction when a chunk fails); deletions run one by one, each purge
+within the pass's deadline (a longer one goes on in the background and is waited for by the next
+pass). A failing operation is never given up: it is retried with capped back-off, and after
+:data:`FAILING_AFTER_ATTEMPTS` it is flagged (``op_failed``) and the source reported unavailable
+while it waits. See docs/sources.md, step 5.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +37,10 @@ from koku_dagster.infra.db.schema import (
 from koku_dagster.infra.db.types import utcnow
 from koku_dagster.providers import availability as status_mod
 from koku_dagster.sources.errors import ProviderValidationError
+from koku_dagster.sources.local_folders import check_not_shared, load_local_folders, local_folder
 from koku_dagster.sources.model import SourceRecord
+from koku_dagster.sources.purge import purge_within
+from koku_dagster.sources.retry import Backoff
 from koku_dagster.sources.source_rows import load_source, load_sources, save_source, save_sources, source_from_row
 from koku_dagster.sources.source_settings import settings_complete
 from koku_dagster.sources.validation import validate_provider_settings
@@ -45,19 +51,26 @@ Operation = Literal["create", "update", "destroy"]
 #: Removes every stored file of a provider (every path holding ``source={uuid}``).
 DataPurger = Callable[[str], None]
 
-MAX_OP_ATTEMPTS = 8
+#: Failed attempts after which an operation is flagged as failing (it is still retried).
+FAILING_AFTER_ATTEMPTS = 8
 #: Creations and updates committed together (one transaction per chunk).
 CHUNK = 200
 _IDS_PER_QUERY = 500
-_BACKOFF_BASE_SECONDS = 5.0
-_BACKOFF_CAP_SECONDS = 600.0
 _UUID_NAMESPACE = uuid.UUID("5b0c6e2e-6a55-4c55-9d8e-6f1d6a0c0b1e")
 _PROVIDER_COLUMNS = ("name", "type", "customer_id", "authentication_id", "billing_source_id", "active", "paused")
 _UPDATE_PROVIDERS = (
     sa.update(provider)
     .where(provider.c.uuid == sa.bindparam("key_uuid"))
-    .values({name: sa.bindparam(name) for name in _PROVIDER_COLUMNS})
+    .values({**{name: sa.bindparam(name) for name in _PROVIDER_COLUMNS}, **status_mod.UPDATE_VALUES})
 )
+
+
+#: What the source says while a failing operation waits for its next attempt.
+_STILL_TRYING: dict[Operation, str] = {
+    "create": "Cost management could not set up this integration yet; it retries automatically.",
+    "update": "Cost management could not apply this integration's changes yet; it retries automatically.",
+    "destroy": "Cost management could not delete this integration's data yet; it retries automatically.",
+}
 
 
 def schema_name_for(org_id: str) -> str:
@@ -138,10 +151,6 @@ def stale_providers(conn: sa.Connection, touched: Iterable[SourceRecord]) -> lis
     return stale
 
 
-def backoff(attempts: int) -> timedelta:
-    return timedelta(seconds=min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1)))
-
-
 def fingerprint(value: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -196,6 +205,8 @@ class _ChunkState:
     #: Provider uuid -> its account as planned so far; account -> the providers using it.
     account_of: dict[str, _Account] = field(default_factory=dict)
     providers_of: dict[_Account, set[str]] = field(default_factory=dict)
+    #: (provider uuid, org id, folder) of local providers, stored or planned so far.
+    local_folders: list[tuple[str, str, Path]] = field(default_factory=list)
 
     @classmethod
     def load(cls, conn: sa.Connection, requested: list[SourceRecord]) -> _ChunkState:
@@ -216,6 +227,8 @@ class _ChunkState:
         for uuid_, *account in conn.execute(query):
             state.stored[uuid_] = (account[0], account[1], account[2])
             state.place(uuid_, state.stored[uuid_])
+        if any(local_folder(s.source_type, s.data_source) for s in current.values()):
+            state.local_folders = load_local_folders(conn)
         return state
 
     def account_for(self, source: SourceRecord) -> _Account:
@@ -290,7 +303,8 @@ def _insert_new_rows(conn: sa.Connection, state: _ChunkState, planned: list[_Pla
 
 
 def _linked(source: SourceRecord, uuid_: str) -> SourceRecord:
-    """``source`` once its provider ``uuid_`` is written: linked, nothing pending, available."""
+    """``source`` once its provider ``uuid_`` is written: linked, nothing pending; available at once only when
+    its type needs no reachability check (else the check sets the status)."""
     after = source.copy()
     after.koku_uuid = uuid_
     after.pending_update = False
@@ -298,7 +312,7 @@ def _linked(source: SourceRecord, uuid_: str) -> SourceRecord:
     after.op_next_attempt_at = None
     after.op_last_error = None
     available = status_mod.build_status(None)
-    if after.status != available:
+    if status_mod.reachable_at_creation(source.source_type) and after.status != available:
         after.status = available
         after.status_push_pending = True
     return after
@@ -324,9 +338,11 @@ def _write_planned(conn: sa.Connection, state: _ChunkState, planned: list[_Plann
             "paused": settings.paused,
         }
         if p.uuid in state.stored:
-            updates[p.uuid] = {"key_uuid": p.uuid, **values}
+            reach = status_mod.on_update(settings.type, p.account_changed)
+            updates[p.uuid] = {"key_uuid": p.uuid, **values, **reach}
         else:
-            inserts[p.uuid] = {"uuid": p.uuid, "created_timestamp": now, **values}
+            reach = status_mod.on_create(settings.type, now)
+            inserts[p.uuid] = {"uuid": p.uuid, "created_timestamp": now, **values, **reach}
     if updates:
         conn.execute(_UPDATE_PROVIDERS, list(updates.values()))
     if inserts:
@@ -354,7 +370,8 @@ def _delete_provider_rows(engine: sa.Engine, uuid_: str) -> None:
 class OperationResult:
     source_id: int
     operation: Operation
-    outcome: Literal["done", "invalid", "retry", "failed"]
+    #: ``waiting``: a purge still runs in the background (not a failure); ``failed``: failing repeatedly, retried.
+    outcome: Literal["done", "invalid", "retry", "failed", "waiting"]
     provider_uuid: str | None = None
     error: str | None = None
     #: The provider's credentials or billing source changed: its data must be ingested again.
@@ -364,10 +381,17 @@ class OperationResult:
 class ProviderOperations:
     """Runs the provider operations that the source rows call for."""
 
-    def __init__(self, engine: sa.Engine, local_roots: tuple[Path, ...], purge_data: DataPurger) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        local_roots: tuple[Path, ...],
+        purge_data: DataPurger,
+        backoff: Backoff | None = None,
+    ) -> None:
         self.engine = engine
         self.local_roots = local_roots
         self.purge_data = purge_data
+        self.backoff = backoff or Backoff()
 
     # -- selection -----------------------------------------------------------------------------
 
@@ -383,7 +407,6 @@ class ProviderOperations:
             .where(
                 flags,
                 ~sources.c.out_of_order_delete,
-                ~sources.c.op_failed,
                 sa.or_(sources.c.op_next_attempt_at.is_(None), sources.c.op_next_attempt_at <= now),
             )
             .order_by(sources.c.source_id)
@@ -419,14 +442,14 @@ class ProviderOperations:
                 results += [self.run(op, source, utcnow()) for op, source in chunk]
         for op, source in ops:
             if op == "destroy" and time.monotonic() <= deadline:
-                results.append(self.run(op, source, utcnow()))
+                results.append(self.run(op, source, utcnow(), deadline))
         return results
 
-    def run(self, op: Operation, source: SourceRecord, now: datetime) -> OperationResult:
+    def run(self, op: Operation, source: SourceRecord, now: datetime, deadline: float | None = None) -> OperationResult:
         """Run one operation in its own transaction(s); never raises for a single source's failure."""
         try:
             if op == "destroy":
-                return OperationResult(source.source_id, op, "done", self._destroy(source))
+                return self._destroy(source, deadline)
             with self.engine.begin() as conn:
                 return self._create_or_update(conn, [(op, source)], now)[0]
         except Exception as exc:
@@ -435,12 +458,8 @@ class ProviderOperations:
     def _failed(self, op: Operation, source: SourceRecord, now: datetime, exc: Exception) -> OperationResult:
         error = f"{type(exc).__name__}: {str(exc)[:300]}"
         attempts = source.op_attempts + 1
-        failed = attempts >= MAX_OP_ATTEMPTS
-        status = (
-            status_mod.build_status(f"Cost management could not {op} this integration; retries exhausted.")
-            if failed
-            else None
-        )
+        failed = attempts >= FAILING_AFTER_ATTEMPTS
+        status = status_mod.build_status(_STILL_TRYING[op]) if failed else None
         with self.engine.begin() as conn:
             self._mark(conn, source.source_id, now, attempts=attempts, failed=failed, error=error, status=status)
         log.error("provider %s for source %s failed (attempt %s): %s", op, source.source_id, attempts, error)
@@ -492,7 +511,12 @@ class ProviderOperations:
         account_changed = previous != account
         if account_changed and state.providers_of.get(account, set()) - {uuid_}:
             raise ProviderValidationError(status_mod.DUPLICATE_ACCOUNT_MESSAGE)
+        folder = local_folder(current.source_type, current.data_source)
+        assert current.org_id is not None
+        check_not_shared(folder, current.org_id, uuid_, state.local_folders)
         state.place(uuid_, account)
+        if folder is not None:
+            state.local_folders.append((uuid_, current.org_id, folder))
         return _Planned(op, current, uuid_, account, account_changed)
 
     def _refused(
@@ -520,7 +544,7 @@ class ProviderOperations:
         after.op_last_error = error
         if attempts is not None:
             after.op_attempts = attempts
-            after.op_next_attempt_at = now + backoff(attempts)
+            after.op_next_attempt_at = now + self.backoff.delay(attempts)
             after.op_failed = failed
         if status is not None and after.status != status:
             after.status = status
@@ -529,14 +553,17 @@ class ProviderOperations:
             after.pending_update = False  # the update was refused; wait for the next change
         save_source(conn, before, after)
 
-    def _destroy(self, source: SourceRecord) -> str | None:
+    def _destroy(self, source: SourceRecord, deadline: float | None) -> OperationResult:
         uuid_ = source.koku_uuid
         if uuid_:
             with self.engine.begin() as conn:
                 conn.execute(sa.update(provider).where(provider.c.uuid == uuid_).values(active=False))
-            self.purge_data(uuid_)  # files first: a failure here is retried, tables untouched
+            # Files first: a failure here is retried, tables untouched.
+            if not purge_within(self.purge_data, uuid_, deadline):
+                log.info("the data of provider %s is still being deleted; the next pass waits for it", uuid_)
+                return OperationResult(source.source_id, "destroy", "waiting", uuid_)
             _delete_provider_rows(self.engine, uuid_)
         with self.engine.begin() as conn:
             conn.execute(sa.delete(sources).where(sources.c.source_id == source.source_id))
         log.info("source %s and its provider %s deleted", source.source_id, uuid_)
-        return uuid_
+        return OperationResult(source.source_id, "destroy", "done", uuid_)

@@ -46,18 +46,21 @@ def load_source(conn: sa.Connection, source_id: int) -> SourceRecord | None:
     return load_sources(conn, [source_id]).get(source_id)
 
 
-_UPDATE_MANY = (
-    sa.update(sources)
-    .where(sources.c.source_id == sa.bindparam("key_source_id"))
-    .values({name: sa.bindparam(name) for name in [*_FIELDS, "updated_timestamp"] if name != "source_id"})
-)
+def _update_statement(columns: tuple[str, ...]) -> sa.Update:
+    return (
+        sa.update(sources)
+        .where(sources.c.source_id == sa.bindparam("key_source_id"))
+        .values({name: sa.bindparam(name) for name in (*columns, "updated_timestamp")})
+    )
 
 
 def save_sources(conn: sa.Connection, changes: Iterable[SourceChange]) -> int:
-    """Persist many changes with one statement per kind (insert, update, delete); return how many."""
+    """Persist many changes with one statement per kind (insert, delete, and update per set of changed
+    columns); return how many. An update writes only the columns that changed, so a value another
+    writer stored meanwhile in a column this change leaves alone (an availability, say) survives."""
     now = utcnow()
     inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
+    updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     deletes: list[int] = []
     for before, after in changes:
         if before == after:
@@ -68,16 +71,18 @@ def save_sources(conn: sa.Connection, changes: Iterable[SourceChange]) -> int:
         elif before is None:
             inserts.append({**_row_values(after), "updated_timestamp": now})
         else:
-            values = {**_row_values(after), "updated_timestamp": now}
-            values["key_source_id"] = values.pop("source_id")
-            updates.append(values)
+            changed = tuple(name for name in _FIELDS if getattr(before, name) != getattr(after, name))
+            values = {name: getattr(after, name) for name in changed}
+            updates.setdefault(changed, []).append(
+                {**values, "updated_timestamp": now, "key_source_id": after.source_id}
+            )
     if inserts:
         conn.execute(sa.insert(sources), inserts)
-    if updates:
-        conn.execute(_UPDATE_MANY, updates)
+    for columns, rows in updates.items():
+        conn.execute(_update_statement(columns), rows)
     for start in range(0, len(deletes), _IDS_PER_QUERY):
         conn.execute(sa.delete(sources).where(sources.c.source_id.in_(deletes[start : start + _IDS_PER_QUERY])))
-    return len(inserts) + len(updates) + len(deletes)
+    return len(inserts) + sum(len(rows) for rows in updates.values()) + len(deletes)
 
 
 def save_source(conn: sa.Connection, before: SourceRecord | None, after: SourceRecord | None) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -37,11 +38,13 @@ class _Pending:
     application_id: int | None
 
 
-def _push_one(client: SourcesClient, cost_type_id: int, pending: _Pending) -> bool | None:
-    """True sent, False nothing to send to (application gone), None failed (retried later)."""
+def _push_one(client: SourcesClient, cost_type_id: int, pending: _Pending, deadline: float | None) -> bool | None:
+    """True sent, False nothing to send to (application gone), None failed or out of time (retried later)."""
     tenant = pending.tenant
     if tenant is None or pending.status is None:
         return False
+    if deadline is not None and time.monotonic() > deadline:
+        return None
     try:
         if pending.application_id is not None and client.patch_availability(
             pending.application_id, dict(pending.status), tenant
@@ -82,15 +85,22 @@ def _pending(conn: sa.Connection, limit: int) -> list[_Pending]:
 
 
 def push_pending_statuses(
-    engine: sa.Engine, client: SourcesClient, cost_type_id: int, *, limit: int, workers: int
+    engine: sa.Engine,
+    client: SourcesClient,
+    cost_type_id: int,
+    *,
+    limit: int,
+    workers: int,
+    deadline: float | None = None,
 ) -> PushSummary:
+    """Send the statuses waiting to be sent (at most ``limit``); none is started after ``deadline`` (monotonic)."""
     with engine.connect() as conn:
         waiting = _pending(conn, limit)
     if not waiting:
         return PushSummary(0, 0, 0)
     tasks = [waiting[i : i + _TASK_SIZE] for i in range(0, len(waiting), _TASK_SIZE)]
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(tasks)))) as pool:
-        done_tasks = pool.map(lambda task: [_push_one(client, cost_type_id, r) for r in task], tasks)
+        done_tasks = pool.map(lambda task: [_push_one(client, cost_type_id, r, deadline) for r in task], tasks)
         results = [ok for task_results in done_tasks for ok in task_results]
     done = {w.source_id: w.status for w, ok in zip(waiting, results, strict=True) if ok is not None}
     with engine.begin() as conn:

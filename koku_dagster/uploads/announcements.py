@@ -2,11 +2,15 @@
 
 A message counts only when its ``service`` header is ``hccm``; others are ignored. A counted
 message whose body is not a JSON object with string ``request_id``, ``org_id`` and ``url`` is
-poison. The ``b64_identity`` field is a secret: it is never kept, logged or quoted in an error.
+poison, and so is one whose ``b64_identity`` is missing, unreadable or names another org than
+``org_id`` (a producer could otherwise file a payload under any org). The ``b64_identity`` field
+is a secret: it is never kept, logged or quoted in an error.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +25,7 @@ MAX_ORG_ID = 36
 MAX_ACCOUNT = 150
 MAX_URL = 8192
 MAX_BODY_BYTES = 1 << 20
+MAX_IDENTITY = 64 << 10
 
 
 class BadAnnouncement(ValueError):
@@ -83,6 +88,26 @@ def _text(body: dict[str, Any], name: str, limit: int, *, required: bool) -> str
     return value
 
 
+def identity_org(encoded: object) -> str:
+    """The org id named by a ``b64_identity`` (``identity.org_id``, else ``identity.internal.org_id``)."""
+    if not isinstance(encoded, str) or not encoded:
+        raise BadAnnouncement("b64_identity is missing")
+    if len(encoded) > MAX_IDENTITY:
+        raise BadAnnouncement(f"b64_identity is longer than {MAX_IDENTITY} characters")
+    try:
+        doc = json.loads(base64.b64decode(encoded, validate=True))
+    except (binascii.Error, ValueError, RecursionError):
+        raise BadAnnouncement("b64_identity is not base64 JSON") from None
+    identity = doc.get("identity") if isinstance(doc, dict) else None
+    if not isinstance(identity, dict):
+        raise BadAnnouncement("b64_identity holds no identity")
+    internal = identity.get("internal")
+    org = identity.get("org_id") or (internal.get("org_id") if isinstance(internal, dict) else None)
+    if not isinstance(org, str | int) or isinstance(org, bool) or not str(org).strip():
+        raise BadAnnouncement("b64_identity names no org")
+    return str(org).strip()
+
+
 def parse_announcement(
     position: MessagePosition, headers: Sequence[tuple[str, bytes | str | None]] | None, value: bytes | None
 ) -> Announcement | None:
@@ -104,4 +129,6 @@ def parse_announcement(
     url = _text(body, "url", MAX_URL, required=True)
     account = _text(body, "account", MAX_ACCOUNT, required=False)
     assert request_id and org_id and url
+    if identity_org(body.get("b64_identity")) != org_id:
+        raise BadAnnouncement("b64_identity names another org than org_id")
     return Announcement(request_id, org_id, account, url, position)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from koku_dagster.infra.kafka import BatchConsumer, RawMessage
+from koku_dagster.infra.settings import KafkaSecurity
 from koku_dagster.uploads.announcements import Announcement, BadAnnouncement, parse_announcement, service_of
 from koku_dagster.uploads.upload_records import Rejection, record_intake
 
@@ -74,10 +75,11 @@ def take_announcements(
     *,
     group_id: str = UPLOAD_GROUP,
     limits: IntakeLimits = IntakeLimits(),
+    security: KafkaSecurity | None = None,
 ) -> IntakeReport:
     """One bounded read of the upload topic, recorded and committed. Kafka errors propagate."""
     report = IntakeReport()
-    with BatchConsumer(bootstrap, topic, group_id) as consumer:
+    with BatchConsumer(bootstrap, topic, group_id, security) as consumer:
         messages, report.start_offsets = consumer.read(
             max_messages=limits.max_messages, budget_seconds=limits.read_budget_seconds
         )

@@ -3,14 +3,15 @@
 Steps of :func:`process_upload`, each reusing :mod:`koku_dagster.providers.ocp_payload` and
 :mod:`koku_dagster.providers.ocp`:
 
-1. download the tarball (``file://`` only under the local bucket roots; size and time limits of
-   :class:`UploadLimits`) and read ``manifest.json`` before anything is extracted;
+1. download the tarball under the outbound URL policy (:mod:`koku_dagster.uploads.download`; size
+   and time limits of :class:`UploadLimits`) and read ``manifest.json`` before anything is extracted;
 2. find the active OCP provider with the manifest's cluster id whose customer has the
    announcement's org (none: failure);
 3. extract the listed CSVs into a scratch folder and convert them into the month partitions
-   (per-day files, no double counting);
+   (per-day files, no double counting): only months of the manifest (a row of another month refuses
+   the payload), and of them only the retention window up to the current month;
 4. archive the CSVs under ``data/csv/{schema}/OCP/source={uuid}/year=YYYY/month=MM/{manifest uuid}/``
-   for each month the manifest covers, publish the changed partitions, and record one manifest row
+   for each month the rows fall in, publish the changed partitions, and record one manifest row
    per changed month (assembly id = the payload uuid; ``{uuid}:YYYY-MM`` for a further month) with
    every file done;
 5. record ``success`` with the changed months.
@@ -29,7 +30,7 @@ import logging
 import shutil
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -37,24 +38,19 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
-from koku_dagster.infra.db.schema import customer, provider, provider_authentication
+from koku_dagster.infra.db.schema import customer, provider, provider_authentication, provider_billing_source
 from koku_dagster.infra.db.types import utcnow
 from koku_dagster.infra.object_store import ObjectStore
 from koku_dagster.ingest import manifests
+from koku_dagster.ingest.polling import billing_months
 from koku_dagster.ingest.provider import discard_if_deleted
-from koku_dagster.providers import ocp
-from koku_dagster.providers.ocp_payload import (
-    MAX_DOWNLOAD_SECONDS,
-    MAX_UNPACKED_BYTES,
-    PayloadManifest,
-    extract_payload,
-    fetch_payload,
-    read_manifest,
-)
+from koku_dagster.providers import REGISTRY, ocp
+from koku_dagster.providers.ocp_payload import MAX_UNPACKED_BYTES, PayloadManifest, extract_payload, read_manifest
 from koku_dagster.reports.errors import IngestError
 from koku_dagster.reports.paths import csv_dir, ocp_line_items_dir
 from koku_dagster.uploads import upload_records
 from koku_dagster.uploads.announcements import shown_url
+from koku_dagster.uploads.download import MAX_DOWNLOAD_SECONDS, UrlPolicy, fetch_payload
 from koku_dagster.uploads.upload_records import FAILURE, SUCCESS, Upload
 
 log = logging.getLogger(__name__)
@@ -71,6 +67,8 @@ class UploadLimits:
     max_unpacked_bytes: int = MAX_UNPACKED_BYTES
     timeout_seconds: float = DOWNLOAD_TIMEOUT_SECONDS
     max_download_seconds: float = MAX_DOWNLOAD_SECONDS
+    #: ``KOKU_RETAIN_NUM_MONTHS``: months a payload may write, up to the current month.
+    retain_num_months: int = 4
 
 
 class UnknownUploadError(LookupError):
@@ -112,6 +110,22 @@ def find_cluster_provider(engine: sa.Engine, org_id: str, cluster_id: str) -> Cl
             raise ClusterNotFoundError(f"the OpenShift provider for {cluster} is paused or inactive")
         raise ClusterNotFoundError(f"no OpenShift provider is known for {cluster}")
     return ClusterProvider(usable[0]["uuid"], usable[0]["schema_name"])
+
+
+def foreign_local_folders(engine: sa.Engine, org_id: str) -> tuple[Path, ...]:
+    """The folders ``-local`` providers of other orgs read: a ``file://`` payload may not lie in them."""
+    keys = {name: t.local_directory_key for name, t in REGISTRY.items() if t.local_directory_key}
+    query = (
+        sa.select(provider.c.type, provider_billing_source.c.data_source)
+        .select_from(provider)
+        .join(customer, customer.c.id == provider.c.customer_id)
+        .join(provider_billing_source, provider_billing_source.c.id == provider.c.billing_source_id)
+        .where(provider.c.type.in_(sorted(keys)), customer.c.org_id != org_id)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    folders = [(data_source or {}).get(keys[kind]) for kind, data_source in rows]
+    return tuple(Path(f).resolve() for f in folders if isinstance(f, str) and f.startswith("/") and "\x00" not in f)
 
 
 @dataclass(frozen=True)
@@ -178,11 +192,15 @@ def _reason(exc: Exception, url: str) -> str:
 
 
 def _archive(
-    files: dict[str, Path], manifest: PayloadManifest, target: ClusterProvider, object_store: ObjectStore
+    files: dict[str, Path],
+    manifest: PayloadManifest,
+    result: ocp.PayloadResult,
+    target: ClusterProvider,
+    object_store: ObjectStore,
 ) -> list[Path]:
-    """Copy the payload's CSVs into a per-payload folder of each month it covers."""
+    """Copy the payload's CSVs into a per-payload folder of each month its kept rows fall in."""
     folders = []
-    for month in manifest.months:
+    for month in sorted({day.replace(day=1) for day in result.days_covered}):
         folder = csv_dir(object_store.local_root, target.schema, ocp.OCP.family, target.uuid, month) / manifest.uuid
         folder.mkdir(parents=True, exist_ok=True)
         for name, path in files.items():
@@ -251,7 +269,7 @@ def process_upload(
     request_id: str,
     *,
     object_store: ObjectStore,
-    allowed_roots: tuple[Path, ...],
+    url_policy: UrlPolicy,
     work_dir: Path,
     limits: UploadLimits = UploadLimits(),
 ) -> UploadOutcome:
@@ -271,7 +289,7 @@ def process_upload(
                 Path(tmp) / "payload.tar.gz",
                 max_bytes=limits.max_payload_bytes,
                 timeout=limits.timeout_seconds,
-                allowed_file_roots=allowed_roots,
+                policy=replace(url_policy, refused_dirs=foreign_local_folders(engine, upload.org_id)),
                 max_seconds=limits.max_download_seconds,
             )
             manifest = read_manifest(tar, max_total_bytes=limits.max_unpacked_bytes)
@@ -284,12 +302,13 @@ def process_upload(
                 schema=target.schema,
                 provider_uuid=target.uuid,
                 out_root=object_store.local_root,
+                kept_months=billing_months(utcnow().date(), limits.retain_num_months),
                 prepare_partition=object_store.fetch,  # an s3:// store's mirror needs the month's kept day files
             )
         except IngestError as exc:
             return _record_failure(engine, request_id, _reason(exc, upload.url), manifest, target, started)
         processed = utcnow()
-        folders = _archive(files, manifest, target, object_store)
+        folders = _archive(files, manifest, result, target, object_store)
     _publish(object_store, folders, result, target)
     _record_manifests(engine, target, manifest, result.months_changed, started, downloaded, processed)
     if discard_if_deleted(engine, object_store, target.uuid):

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from koku_dagster.infra.kafka import producer_config
+from koku_dagster.infra.settings import KafkaSecurity
 from koku_dagster.uploads import upload_records
 from koku_dagster.uploads.upload_records import FAILURE, SUCCESS, Upload
 
@@ -25,7 +27,11 @@ def validation_message(request_id: str, outcome: str) -> bytes:
 
 
 def produce_validations(
-    bootstrap: str, topic: str, results: Iterable[tuple[str, str]], timeout: float = 10.0
+    bootstrap: str,
+    topic: str,
+    results: Iterable[tuple[str, str]],
+    timeout: float = 10.0,
+    security: KafkaSecurity | None = None,
 ) -> set[str]:
     """Produce (request_id, outcome) results; return the request ids the broker acknowledged."""
     delivered: set[str] = set()
@@ -40,7 +46,7 @@ def produce_validations(
             log.warning("validation result not delivered: %s", err.str())
 
     producer = Producer(
-        {"bootstrap.servers": bootstrap, "log_level": 2, "message.timeout.ms": int(timeout * 1000), "acks": "all"}
+        producer_config(bootstrap, security, log_level=2, **{"message.timeout.ms": int(timeout * 1000), "acks": "all"})
     )
     try:
         for request_id, outcome in pending:
@@ -55,10 +61,15 @@ def produce_validations(
 
 
 def send_validations(
-    engine: sa.Engine, bootstrap: str, topic: str, due: Iterable[Upload], timeout: float = 10.0
+    engine: sa.Engine,
+    bootstrap: str,
+    topic: str,
+    due: Iterable[Upload],
+    timeout: float = 10.0,
+    security: KafkaSecurity | None = None,
 ) -> set[str]:
     """Send the results of finished uploads and remember which were delivered."""
     results = [(u.request_id, u.state) for u in due if u.state in (SUCCESS, FAILURE)]
-    delivered = produce_validations(bootstrap, topic, results, timeout)
+    delivered = produce_validations(bootstrap, topic, results, timeout, security)
     upload_records.mark(engine, delivered, "validation_sent")
     return delivered

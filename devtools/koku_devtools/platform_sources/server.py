@@ -13,6 +13,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 
 JSON = "application/json"
 Answer = tuple[int, str, bytes]
+#: Replaces an answer: (status, payload as the service would send it) -> (status, body bytes).
+Rewrite = Callable[[int, Any], tuple[int, bytes]]
 
 
 @dataclass
@@ -111,7 +114,8 @@ class StandInServer:
         self._publisher = EventPublisher(
             kafka_bootstrap, topic, self._log_lock, publish_async=publish_async, flush_timeout=flush_timeout
         )
-        self._faults: list[tuple[int, str | None]] = []
+        self._faults: list[tuple[int, str | None, re.Pattern[str] | None, str | None]] = []
+        self._rewrites: list[tuple[str, re.Pattern[str], Rewrite]] = []
         self._httpd: StandInHttpServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -175,15 +179,31 @@ class StandInServer:
 
     # ------------------------------------------------------------------ test helpers
 
-    def inject_faults(self, status: int = 503, count: int = 1, detail: str | None = None) -> None:
-        """Answer the next ``count`` API requests with ``status`` and an error document."""
+    def inject_faults(
+        self,
+        status: int = 503,
+        count: int = 1,
+        detail: str | None = None,
+        path: str | None = None,
+        org_id: str | None = None,
+    ) -> None:
+        """Answer the next ``count`` API requests with ``status`` and an error document (only requests
+        whose path matches the regular expression ``path``, and made for tenant ``org_id``, when given)."""
+        pattern = re.compile(path) if path is not None else None
         with self._log_lock:
-            self._faults.extend([(status, detail)] * count)
+            self._faults.extend([(status, detail, pattern, org_id)] * count)
 
     def clear_faults(self) -> None:
-        """Forget pending injected faults."""
+        """Forget pending injected faults and answer rewrites."""
         with self._log_lock:
             self._faults.clear()
+            self._rewrites.clear()
+
+    def rewrite_answers(self, method: str, path: str, rewrite: Rewrite) -> None:
+        """Misbehave: answers to ``method`` requests whose path matches the regular expression ``path``
+        are replaced by ``rewrite(status, payload)`` -> ``(status, body bytes)`` (until :meth:`clear_faults`)."""
+        with self._log_lock:
+            self._rewrites.append((method, re.compile(path), rewrite))
 
     def status_patches(self, only_successful: bool = False) -> list[tuple[int, dict[str, Any]]]:
         """``(application_id, body)`` of every ``PATCH /applications/:id`` received."""
@@ -245,15 +265,29 @@ class StandInServer:
             log.exception("stand-in failed on %s %s", method, path)
             reply = Reply(500, _error_body(500, "Internal Server Error", headers.get("x-rh-insights-request-id")))
         record.status = reply.status
+        rewritten = self._rewritten(method, path, reply.status, reply.payload)
+        if rewritten is not None:
+            record.status = rewritten[0]
+            return rewritten[0], JSON, rewritten[1]
         return reply.status, JSON, b"" if reply.payload is None else _dumps(reply.payload)
 
     def _record(self, request: RecordedRequest) -> tuple[int, str | None] | None:
-        """Log the request and take the next injected fault, if any (one step, so faults go in order)."""
+        """Log the request and take the next injected fault for its path, if any (one step, so faults go in order)."""
         with self._log_lock:
             self.requests.append(request)
             if self.request_log_limit is not None and len(self.requests) > self.request_log_limit:
                 del self.requests[: len(self.requests) - self.request_log_limit]
-            return self._faults.pop(0) if self._faults else None
+            org = request.headers.get("x-rh-sources-org-id")
+            for index, (status, detail, pattern, org_id) in enumerate(self._faults):
+                if (pattern is None or pattern.search(request.path)) and org_id in (None, org):
+                    del self._faults[index]
+                    return status, detail
+            return None
+
+    def _rewritten(self, method: str, path: str, status: int, payload: Any) -> tuple[int, bytes] | None:
+        with self._log_lock:
+            rewrites = [fn for m, pattern, fn in self._rewrites if m == method and pattern.search(path)]
+        return rewrites[-1](status, payload) if rewrites else None
 
     def _dispatch(
         self,

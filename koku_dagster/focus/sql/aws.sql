@@ -61,7 +61,10 @@ service_categories(code, category) AS (
         ('AWSDatabaseMigrationSvc', 'Migration'), ('AWSElementalMediaConvert', 'Media'),
         ('AWSAmplify', 'Mobile'), ('AmazonLightsailWeb', 'Web')
 ),
-usage_rows AS (
+-- Inlined, not materialized: the unused-commitment branch below reads it again, but only its few
+-- SavingsPlanRecurringFee rows (the filter reaches the Parquet scan), which is far cheaper than holding
+-- every mapped row in memory for the second reference.
+usage_rows AS NOT MATERIALIZED (
     SELECT
         nullif(lineitem_availabilityzone, '') AS AvailabilityZone,
         billed AS BilledCost,
@@ -142,7 +145,6 @@ usage_rows AS (
         resourcetags AS Tags,
         lineitem_lineitemtype AS x_LineItemType,
         nullif(lineitem_productcode, '') AS x_ProductCode,
-        nullif(lineitem_usagetype, '') AS x_UsageType,
         nullif(lineitem_operation, '') AS x_Operation,
         nullif(product_instancetype, '') AS x_InstanceType,
         costcategory AS x_CostCategories,

@@ -86,6 +86,15 @@ provider = sa.Table(
     sa.Column("data_updated_timestamp", UTCDateTime, nullable=True),
     sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Reachability (our addition, schema version 4): the outcome of the last check (NULL: not checked since
+    # creation or the last credentials/billing change), its fixed user message, and when it ran (NULL: due at
+    # once). ``settings_version`` counts updates, so a check of settings changed meanwhile is not recorded.
+    sa.Column("reachable", sa.Boolean, nullable=True),
+    sa.Column("reachability_error", sa.Text, nullable=True),
+    sa.Column("reachability_checked_timestamp", UTCDateTime, nullable=True),
+    sa.Column("settings_version", sa.Integer, nullable=False, server_default="0"),
+    # The ingestion waiting for the first successful check: ``new`` (creation) or ``reingest`` (billing change).
+    sa.Column("ingest_pending", sa.String(16), nullable=True),
     sa.UniqueConstraint("authentication_id", "billing_source_id", "customer_id", name="uq_provider_account"),
 )
 
@@ -193,4 +202,30 @@ schema_migration = sa.Table(
     metadata,
     sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("applied_at", UTCDateTime, nullable=False),
+)
+
+sources_parked_message = sa.Table(
+    "sources_parked_message",
+    metadata,
+    # A Platform Sources event whose API calls failed (schema version 5): its offset is committed and it
+    # is retried from here (read again from Kafka by position), so no other source waits behind it.
+    # Only the position is kept: never the message, whose headers carry the identity.
+    sa.Column("topic", sa.Text, primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True),
+    sa.Column("offset", sa.BigInteger, primary_key=True),
+    sa.Column("source_id", sa.BigInteger, nullable=False, index=True),
+    sa.Column("event_type", sa.Text, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("parked_at", UTCDateTime, nullable=False),
+)
+
+sync_lease = sa.Table(
+    "sources_sync_lease",
+    metadata,
+    # Who runs the sources pass now (schema version 5): overlapping evaluations never apply a batch twice.
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=True),
+    sa.Column("expires_at", UTCDateTime, nullable=True),
 )
