@@ -1,5 +1,5 @@
-"""``python -m bench [--only sources|ingest_aws|ingest_ocp|ingest_gcp] [--sources N] [--aws-rows N] [--ocp-rows N]
-[--gcp-rows N]``: run the benchmarks, print tables."""
+"""``python -m bench [--only sources|ingest_aws|ingest_ocp|ingest_gcp|scale] [--sources N] [--aws-rows N]
+[--ocp-rows N] [--gcp-rows N] [--providers N]``: run the benchmarks, print tables."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import sys
 import time
 
-from bench import ingest_aws, ingest_gcp, ingest_ocp, sources_sync
+from bench import ingest_aws, ingest_gcp, ingest_ocp, scale, sources_sync
 from bench._util import machine
 
 BENCHMARKS = {
@@ -15,6 +15,7 @@ BENCHMARKS = {
     ingest_aws.NAME: ingest_aws,
     ingest_ocp.NAME: ingest_ocp,
     ingest_gcp.NAME: ingest_gcp,
+    scale.NAME: scale,
 }
 
 
@@ -74,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         help="rows of the GCP month in the BigQuery emulator for ingest_gcp (default 50000; cached in bench/.data)",
     )
     parser.add_argument(
+        "--providers",
+        type=int,
+        default=5000,
+        help="scale: sources created in one burst (default 5000; 1000 and 2000 are measured too, for the projection)",
+    )
+    parser.add_argument(
         "--repeats", type=int, default=3, help="ingest_aws, ingest_ocp, ingest_gcp: runs per approach (median reported)"
     )
     options = parser.parse_args(argv)
@@ -82,11 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     rows = []
     ingest_rows: list[dict] = []
+    scale_rows: list[dict] = []
     for name in selected:
         if name == ingest_aws.NAME:  # prints its own table as it finishes
             ingest_rows += ingest_aws.run(options.aws_rows, options.repeats)
         elif name == ingest_ocp.NAME:
             ingest_rows += ingest_ocp.run(options.ocp_rows, options.repeats)
+        elif name == scale.NAME:  # prints its own tables
+            scale_rows += scale.run(options)
         elif name == ingest_gcp.NAME:
             ingest_rows += ingest_gcp.run(options.gcp_rows, options.repeats)
         else:
@@ -106,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(sources_sync.report([r for r in rows if r.benchmark == sources_sync.NAME]))
     print()
     bad = [r for r in rows if not r.ok] + [r for r in ingest_rows if not r.get("cost_ok", r.get("usage_ok"))]
+    bad += [r for r in scale_rows if not r["ok"]]
     print(
         f"total bench time {time.monotonic() - started:.0f} s; "
         + (f"{len(bad)} run(s) FAILED their correctness check" if bad else "all correctness checks passed")

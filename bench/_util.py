@@ -19,6 +19,18 @@ def rss_kb() -> int:
     return 0
 
 
+def proc_status_kb(pid: int, field: str = "VmRSS") -> int:
+    """A KiB field of ``/proc/<pid>/status`` (``VmRSS``, or ``VmHWM``: the peak RSS); 0 when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def _own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime

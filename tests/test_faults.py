@@ -26,6 +26,10 @@ from koku_dagster.sensors import dead_runs as dead_runs_module
 from koku_dagster.sensors import ocp_upload
 from koku_dagster.sensors.dead_runs import dead_run_sensor, dead_runs
 from koku_dagster.uploads import upload_records
+from tests.conftest import Harness
+from tests.fault_jobs import ingest_definitions
+from tests.test_faults_runs import _month_complete, _source_with_reports
+from tests.test_faults_runs import nise_aws as nise_aws  # the fixture
 
 REPO = Path(__file__).resolve().parents[1]
 OCP_UUID = "33333333-3333-4333-8333-333333333333"
@@ -132,3 +136,81 @@ def _kill_and_recover(
         again = ocp_upload._stalled_requests(dg.build_sensor_context(instance=instance), engine, time.monotonic() + 10)
         assert [r.run_key for r in again] == [f"ocp-payload:{REQUEST_ID}:1"]
     print(f"kill -9 of a payload run: recovered in {recovered:.1f}s")
+
+
+def _run_env(harness: Harness) -> dict[str, str]:
+    """Where the run in ``tests/fault_jobs.py`` finds the harness's database, store and buckets."""
+    return {
+        "FAULT_HOME": str(harness.store.local_root),
+        "FAULT_DB_URL": harness.url,
+        "FAULT_BUCKETS": str(harness.buckets),
+    }
+
+
+def _start_ingest_run(dagster_home: Path, harness: Harness, partition: str) -> subprocess.Popen[bytes]:
+    """A real ``provider_month_ingest`` run in its own process (``dagster job execute``)."""
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), **_run_env(harness)}
+    month, uuid = partition.split("|")
+    tags = json.dumps(  # as Dagster tags a run of a multi-partition key
+        {
+            "dagster/partition": partition,
+            "dagster/partition/billing_month": month,
+            "dagster/partition/provider": uuid,
+            "koku/provider": uuid,
+        }
+    )
+    cmd = [sys.executable, "-m", "dagster", "job", "execute", "-f", str(REPO / "tests/fault_jobs.py")]
+    return subprocess.Popen([*cmd, "-j", "provider_month_ingest", "--tags", tags], env=env, cwd=REPO)
+
+
+def _step_started(instance: dg.DagsterInstance, step: str) -> str | None:
+    """The id of the run that has started ``step``, if any."""
+    for run in instance.get_runs():
+        events = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_START).records
+        if any(e.event_log_entry.step_key == step for e in events):
+            return run.run_id
+    return None
+
+
+def test_kill_9_of_an_ingestion_run_is_failed_revived_and_completes(
+    harness: Harness, nise_aws: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A provider-month run killed in its ``line_items`` step: failed on the next ``dead_run_sensor``
+    tick, asked for once more, and that run completes the month exactly once."""
+    monkeypatch.setattr(dead_runs_module, "GRACE_SECONDS", 0.0)
+    uuid = _source_with_reports(harness, nise_aws)
+    dagster_home = tmp_path / "dagster"
+    dagster_home.mkdir()
+    partition = f"2026-10-01|{uuid}"
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        instance.add_dynamic_partitions("providers", [uuid])
+    proc = _start_ingest_run(dagster_home, harness, partition)
+    try:
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            deadline = time.monotonic() + 90
+            while (run_id := _step_started(instance, "line_items")) is None:
+                assert proc.poll() is None and time.monotonic() < deadline, "the run never reached line_items"
+                time.sleep(0.05)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            killed = time.monotonic()
+            assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
+            result = dead_run_sensor(dg.build_sensor_context(instance=instance))
+            assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+            (again,) = result.run_requests
+            assert again.run_key == f"revive:{run_id}" and again.partition_key == partition
+            for key in ("FAULT_HOME", "FAULT_DB_URL", "FAULT_BUCKETS"):
+                monkeypatch.setenv(key, _run_env(harness)[key])
+            job = ingest_definitions().resolve_job_def("provider_month_ingest")
+            revived = job.execute_in_process(
+                partition_key=again.partition_key, tags=again.tags, instance=instance, raise_on_error=False
+            )
+            recovered = time.monotonic() - killed
+            assert not dead_runs(instance)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    print(f"kill -9 of an ingestion run: revived and complete {recovered:.1f}s after the kill")
+    assert revived.success
+    _month_complete(harness, revived, harness.buckets / "aws")

@@ -7,9 +7,12 @@ them, and list objects only inside them; never every object under ``data/`` of e
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -46,13 +49,27 @@ def _month_of(path: str) -> date | None:
     return date(int(found.group(1)), int(found.group(2)), 1) if found else None
 
 
+def _same_content(path: Path, obj: dict[str, Any]) -> bool:
+    """Whether a local file holds an object's content: same size, and the MD5 its ETag gives (a
+    multipart upload's ETag is not an MD5: such a file is fetched again)."""
+    etag = str(obj.get("ETag", "")).strip('"')
+    if path.stat().st_size != obj.get("Size") or "-" in etag or len(etag) != 32:
+        return False
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest() == etag
+
+
 @dataclass(frozen=True)
 class ObjectStore:
     """A ``file://`` directory, or an ``s3://`` bucket (and prefix) seen through a local mirror.
 
-    Steps read and write files under :attr:`local_root`. For S3 that is ``cache_dir``: a step
-    :meth:`fetch`-es the partitions it reads when the mirror lacks them, and :meth:`publish`-es
-    each partition it writes, replacing the partition's objects.
+    Steps read and write files under :attr:`local_root`. For S3 that is ``cache_dir``, a mirror of
+    this machine only: the bucket is the truth. A step :meth:`fetch`-es every partition it reads
+    (the mirror may lack it, or hold a copy another machine has since replaced) and
+    :meth:`publish`-es each partition it wrote, replacing the partition's objects.
     """
 
     url: str
@@ -99,24 +116,38 @@ class ObjectStore:
         return len(files)
 
     def fetch(self, partition: Path) -> int:
-        """Bring a partition into the mirror when it is not there yet; return the files downloaded."""
-        if self.is_local or partition.exists():
+        """Make the mirror's copy of a partition equal the store's; return the files downloaded.
+
+        Files whose content already matches (MD5 against the object's ETag) are kept, others are
+        downloaded beside the partition and moved into place one by one, and files the store no
+        longer has are removed. Two steps fetching the same unchanged partition touch nothing.
+        """
+        if self.is_local:
             return 0
         bucket, _ = self._bucket_prefix()
         client = self.s3_client()
         key_prefix = self._key_prefix(partition)
-        staging = partition.parent / f".fetch-{partition.name}"
-        shutil.rmtree(staging, ignore_errors=True)
-        count = 0
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix):
-            for obj in page.get("Contents", []):
-                target = staging / obj["Key"][len(key_prefix) :]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                client.download_file(bucket, obj["Key"], str(target))
-                count += 1
-        if count:
-            staging.rename(partition)
-        return count
+        remote = {
+            obj["Key"][len(key_prefix) :]: obj
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix)
+            for obj in page.get("Contents", [])
+        }
+        local = {p.relative_to(partition).as_posix(): p for p in partition.rglob("*") if p.is_file()}
+        for name in local.keys() - remote.keys():
+            local[name].unlink()  # gone from the store (replaced or purged elsewhere)
+        wanted = sorted(n for n, obj in remote.items() if n not in local or not _same_content(local[n], obj))
+        if wanted:
+            partition.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".staging-fetch-{partition.name}-", dir=partition.parent))
+            try:
+                for name in wanted:
+                    (staging / name).parent.mkdir(parents=True, exist_ok=True)
+                    client.download_file(bucket, key_prefix + name, str(staging / name))
+                    (partition / name).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(staging / name, partition / name)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        return len(wanted)
 
     def _bucket_prefix(self) -> tuple[str, str]:
         parsed = urlparse(self.url)

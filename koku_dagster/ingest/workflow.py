@@ -2,7 +2,9 @@
 
 Each step is a plain function over a :class:`Workplace` (engine, object store, settings values),
 records its state in the manifest tables, and returns a plain result; a failure is a
-:class:`~koku_dagster.ingest.recording.WorkflowError`. What differs by provider type comes from
+:class:`~koku_dagster.ingest.recording.WorkflowError`. Steps of one run may run on different
+machines: each fetches every partition it reads from the object store and publishes only the
+partitions it wrote. What differs by provider type comes from
 the type (:mod:`koku_dagster.providers`). A manifest fully processed before is not processed again
 unless forced (after a billing change).
 """
@@ -218,6 +220,7 @@ def fetch_files(w: Workplace, provider_uuid: str, month: date) -> FilesFetched:
     with recorded_step(w.engine, recorded.id, "download", provider_uuid, files=True):
         source = _report_source(w, pm)
         manifest = _current_manifest(source, month, recorded)
+        w.object_store.fetch(archive)  # the archived copies the etag checks keep (maybe from another machine)
         outcomes = _archive_files(w, source, manifest, recorded.id, archive)
         w.object_store.publish(archive)
     ensure_live(w.engine, w.object_store, provider_uuid)

@@ -17,6 +17,10 @@ import sqlalchemy as sa
 from koku_dagster.infra.db.schema import sync_lease
 from koku_dagster.infra.db.types import utcnow
 
+#: Leases a pass could not release because the database was away (engine URL, name, holder): the
+#: pass is over, so the next pass in this process frees them instead of waiting for them to expire.
+_UNRELEASED: set[tuple[str, str, str]] = set()
+
 
 class LeaseLost(RuntimeError):
     """Another pass holds the lease now: this one must not commit."""
@@ -42,9 +46,15 @@ class SyncLease:
         )
         return conn.execute(query).rowcount == 1
 
+    def _key(self, holder: str) -> tuple[str, str, str]:
+        return (str(self.engine.url), self.name, holder)
+
     def acquire(self) -> bool:
         """Take the lease unless another holder's lease is still valid."""
         with self.engine.begin() as conn:
+            for key in [k for k in _UNRELEASED if k[:2] == self._key("")[:2]]:
+                self._free(conn, key[2])
+                _UNRELEASED.discard(key)
             if self._take(conn, only_mine=False):
                 return True
             exists = conn.execute(sa.select(sync_lease.c.name).where(sync_lease.c.name == self.name)).first()
@@ -63,10 +73,17 @@ class SyncLease:
         if not self._take(conn, only_mine=True):
             raise LeaseLost("the sources pass lease was taken over; this pass commits nothing more")
 
+    def _free(self, conn: sa.Connection, holder: str) -> None:
+        conn.execute(
+            sa.update(sync_lease)
+            .where(sync_lease.c.name == self.name, sync_lease.c.holder == holder)
+            .values(holder=None, expires_at=None)
+        )
+
     def release(self) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                sa.update(sync_lease)
-                .where(sync_lease.c.name == self.name, sync_lease.c.holder == self.holder)
-                .values(holder=None, expires_at=None)
-            )
+        try:
+            with self.engine.begin() as conn:
+                self._free(conn, self.holder)
+        except sa.exc.OperationalError:
+            _UNRELEASED.add(self._key(self.holder))
+            raise

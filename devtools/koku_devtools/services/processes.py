@@ -129,6 +129,12 @@ class Service:
         """Stop the server and wait for it to exit."""
         raise NotImplementedError
 
+    def restart(self, down_seconds: float = 0.0) -> Self:
+        """Stop, stay down ``down_seconds``, and start again with the same data and address."""
+        self.stop()
+        time.sleep(down_seconds)
+        return self.start()
+
     def _register(self) -> None:
         with _RUNNING_LOCK:
             if self not in _RUNNING:

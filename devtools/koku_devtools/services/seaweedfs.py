@@ -58,8 +58,17 @@ class SeaweedS3(S3ApiMixin, ProcessService):
         return self.workdir / "data"
 
     def _before_start(self) -> None:
+        if not self._ports:  # a restart keeps every port (clients keep their endpoint)
+            self._pick_ports()
+        self.port = self._ports["s3"]
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "tmp").mkdir(exist_ok=True)
+        # weed mini persists its flags in mini.options and reloads them on the next
+        # start, which would resurrect stale ports: always start from the command line.
+        (self.data_dir / "mini.options").unlink(missing_ok=True)
+
+    def _pick_ports(self) -> None:
         taken: set[int] = set()
-        self._ports = {}
         for component in ("master", "volume", "filer", "admin", "s3"):
             if component == "s3" and self._requested_port:
                 port = self._requested_port
@@ -69,12 +78,6 @@ class SeaweedS3(S3ApiMixin, ProcessService):
                 port = free_port_with_offset(self._GRPC_OFFSET, taken)
             taken |= {port, port + self._GRPC_OFFSET}
             self._ports[component] = port
-        self.port = self._ports["s3"]
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self.workdir / "tmp").mkdir(exist_ok=True)
-        # weed mini persists its flags in mini.options and reloads them on the next
-        # start, which would resurrect stale ports: always start from the command line.
-        (self.data_dir / "mini.options").unlink(missing_ok=True)
 
     def _command(self) -> list[str]:
         args = [

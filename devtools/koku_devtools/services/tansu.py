@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from koku_devtools.services.processes import LOOPBACK, ProcessService, ServiceError, free_port, tcp_open
+from koku_devtools.services.seaweedfs import SeaweedS3
 
 
 def tansu_binary() -> Path:
@@ -52,7 +53,8 @@ class TansuBroker(ProcessService):
     """Tansu Kafka-protocol broker on 127.0.0.1.
 
     ``storage`` is a Tansu storage URL: ``memory://tansu/`` (default, lost on stop) or
-    ``s3://BUCKET/`` with ``env`` giving ``AWS_ENDPOINT``, ``AWS_ALLOW_HTTP`` and keys.
+    ``s3://BUCKET/`` with ``env`` giving ``AWS_ENDPOINT``, ``AWS_ALLOW_HTTP`` and keys
+    (:meth:`on_seaweed` builds one). ``stop()`` then ``start()`` listens on the same port.
     """
 
     name = "tansu"
@@ -76,13 +78,26 @@ class TansuBroker(ProcessService):
         self.cluster_id = cluster_id
         self.extra_env = dict(env or {})
 
+    @classmethod
+    def on_seaweed(cls, store: SeaweedS3, bucket: str, workdir: Path | None = None) -> TansuBroker:
+        """A broker keeping topics, messages and committed offsets in ``bucket`` of ``store`` (kept
+        across restarts)."""
+        env = {
+            "AWS_ENDPOINT": store.endpoint_url,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": store.access_key,
+            "AWS_SECRET_ACCESS_KEY": store.secret_key,
+            "AWS_DEFAULT_REGION": store.region,
+        }
+        return cls(workdir=workdir, storage=f"s3://{bucket}/", env=env)
+
     @property
     def bootstrap(self) -> str:
         """``bootstrap.servers`` value, e.g. ``127.0.0.1:9092``."""
         return f"{LOOPBACK}:{self.port}"
 
     def _before_start(self) -> None:
-        self.port = self._requested_port or free_port()
+        self.port = self._requested_port or self.port or free_port()  # a restart keeps its port
 
     def _command(self) -> list[str]:
         url = f"tcp://{self.bootstrap}"

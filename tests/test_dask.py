@@ -1,0 +1,374 @@
+"""The provider-month job's steps on a Dask cluster (``dagster-dask``): a scheduler and two workers started
+as processes, each with its own working folder and KOKU_HOME (no shared disk), the object store on S3
+(SeaweedFS), the application database and the Dagster instance on PostgreSQL. Two providers x two months
+give exactly the summaries, FOCUS rows and manifests of a single-process run of the same reports.
+
+The report sources are ``aws-local`` folders both workers read, standing in for a cloud's bucket; nothing
+the pipeline writes goes there."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+from dagster._core.events import DagsterEventType
+
+from koku_dagster.assets.ingest import INGEST_ASSETS, provider_month_ingest
+from koku_dagster.infra import settings
+from koku_dagster.infra.db.engine import dispose_engine, get_engine
+from koku_dagster.infra.db.migrate import migrate
+from koku_dagster.infra.db.schema import customer, manifest, provider, provider_authentication, provider_billing_source
+from koku_dagster.infra.db.schema import report_status as report_status_table
+from koku_dagster.infra.db.types import utcnow
+from koku_devtools.dagster_instance import write_instance
+from koku_devtools.nise_reports import generate
+from koku_devtools.services import EmbeddedPostgres, SeaweedS3
+from koku_devtools.services.processes import LOOPBACK, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+BUCKET = "koku"
+PROVIDERS = ("d1d1d1d1-0000-4000-8000-000000000001", "d1d1d1d1-0000-4000-8000-000000000002")
+#: Step logs stay with the worker that ran the step; nothing is written to a shared folder.
+NO_COMPUTE_LOGS = """
+compute_logs:
+  module: dagster._core.storage.noop_compute_log_manager
+  class: NoOpComputeLogManager
+"""
+
+
+def dask_provider_month_ingest() -> dg.JobDefinition:
+    """``provider_month_ingest`` with its steps on Dask, the resources from the settings of the process
+    that builds it: every worker rebuilds it from its own environment (KOKU_HOME, the store's mirror)."""
+    from dagster_dask import dask_executor
+
+    from koku_dagster.definitions import build_resources
+
+    job = dg.define_asset_job(
+        provider_month_ingest.name,
+        selection=dg.AssetSelection.assets(*INGEST_ASSETS),
+        executor_def=dask_executor,
+    )
+    definitions = dg.Definitions(assets=INGEST_ASSETS, jobs=[job], resources=build_resources(settings.get_settings()))
+    return definitions.resolve_job_def(job.name)
+
+
+@pytest.fixture
+def records_opaque_to_dask(monkeypatch: pytest.MonkeyPatch) -> None:
+    """dagster-dask 0.29.27 hands Dagster's run record (a named tuple) to ``Client.submit``; current Dask walks
+    tuple arguments looking for futures and trips on a record inside it that refuses iteration
+    (``RunOpConcurrency``, set when a job uses pools). Named tuples are handed over as they are (this
+    process only: it is the Dask client)."""
+    import distributed.client
+    from dask import _task_spec
+
+    original = _task_spec.parse_input
+
+    def parse_input(obj: Any) -> object:
+        return obj if isinstance(obj, tuple) and hasattr(obj, "_fields") else original(obj)
+
+    monkeypatch.setattr(_task_spec, "parse_input", parse_input)
+    monkeypatch.setattr(distributed.client, "parse_input", parse_input)
+
+
+def _months() -> list[date]:
+    this_month = date.today().replace(day=1)
+    return [(this_month - timedelta(days=1)).replace(day=1), this_month]
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One nise AWS report per provider over the end of last month and the start of this one."""
+    root = tmp_path_factory.mktemp("dask-reports")
+    first = _months()[1]
+    for uuid in PROVIDERS:
+        generate(root / uuid, first - timedelta(days=2), first + timedelta(days=1), kinds=("aws",))
+    return root
+
+
+@pytest.fixture(scope="module")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    with SeaweedS3(workdir=tmp_path_factory.mktemp("seaweed-dask"), buckets=(BUCKET,)) as server:
+        yield server
+
+
+def _seed(url: str, reports: Path) -> None:
+    """The two providers (same uuids in every database), reachable, reading their nise folders."""
+    migrate(url)
+    now = utcnow()
+    with get_engine(url).begin() as conn:
+        conn.execute(
+            sa.insert(customer).values(
+                id=1, org_id="1234567", schema_name="org1234567", date_created=now, date_updated=now
+            )
+        )
+        for n, uuid in enumerate(PROVIDERS, start=1):
+            data_source = {"bucket": str(reports / uuid / "aws")}
+            conn.execute(sa.insert(provider_authentication).values(id=n, credentials={}, fingerprint=f"auth-{n}"))
+            fingerprint = hashlib.sha256(json.dumps(data_source).encode()).hexdigest()
+            conn.execute(
+                sa.insert(provider_billing_source).values(id=n, data_source=data_source, fingerprint=fingerprint)
+            )
+            conn.execute(
+                sa.insert(provider).values(
+                    uuid=uuid,
+                    name=f"aws {n}",
+                    type="AWS-local",
+                    customer_id=1,
+                    authentication_id=n,
+                    billing_source_id=n,
+                    created_timestamp=now,
+                    reachable=True,
+                )
+            )
+
+
+@dataclass
+class World:
+    """One deployment's settings: its application database and its place in the bucket."""
+
+    name: str
+    database_url: str
+    dagster_pg_url: str
+    env: dict[str, str]
+
+
+def _world(name: str, pg: EmbeddedPostgres, seaweed: SeaweedS3, reports: Path, home: Path) -> World:
+    database_url = pg.create_database(f"dask_{name}_app", replace=True)
+    _seed(database_url, reports)
+    env = {
+        **seaweed.aws_env(),
+        "KOKU_HOME": str(home),
+        "KOKU_DATABASE_URL": database_url,
+        "KOKU_OBJECT_STORE_URL": f"s3://{BUCKET}/{name}",
+        "KOKU_LOCAL_BUCKET_ROOTS": str(reports),
+    }
+    return World(name, database_url, pg.create_database(f"dask_{name}_dagster", replace=True), env)
+
+
+@contextmanager
+def _settings(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This process's settings (read when the definitions load) and Dagster instance URL."""
+    for key, value in {**world.env, "DAGSTER_PG_URL": world.dagster_pg_url}.items():
+        monkeypatch.setenv(key, value)
+    settings.get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        settings.get_settings.cache_clear()
+
+
+@contextmanager
+def _instance(home: Path) -> Iterator[dg.DagsterInstance]:
+    write_instance(home, "postgres", NO_COMPUTE_LOGS)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions("providers", list(PROVIDERS))
+        yield instance
+
+
+def _keys() -> list[dg.MultiPartitionKey]:
+    return [dg.MultiPartitionKey({"provider": u, "billing_month": m.isoformat()}) for u in PROVIDERS for m in _months()]
+
+
+def _partition_tags(key: dg.MultiPartitionKey) -> dict[str, str]:
+    dimensions = {f"dagster/partition/{k}": v for k, v in key.keys_by_dimension.items()}
+    return {"dagster/partition": str(key), **dimensions}
+
+
+@dataclass
+class Cluster:
+    scheduler: str
+    workers: list[subprocess.Popen[bytes]]
+
+
+@contextmanager
+def _dask_cluster(root: Path, world: World) -> Iterator[Cluster]:
+    """``dask scheduler`` and two ``dask worker`` processes (no nanny: the worker is the process), each worker
+    in its own folder with its own KOKU_HOME and DAGSTER_HOME."""
+    port = free_port()
+    address = f"tcp://{LOOPBACK}:{port}"
+    dask = str(Path(sys.executable).parent / "dask")
+    base_env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [
+        subprocess.Popen(
+            [dask, "scheduler", "--host", LOOPBACK, "--port", str(port), "--dashboard-address", ":0", "--no-show"],
+            cwd=root,
+            env=base_env,
+            stdout=subprocess.DEVNULL,
+            stderr=(root / "scheduler.log").open("wb"),
+        )
+    ]
+    workers = []
+    for n in (1, 2):
+        folder = root / f"worker-{n}"
+        folder.mkdir()
+        env = {
+            **base_env,
+            **world.env,
+            "KOKU_HOME": str(folder / "koku"),
+            "DAGSTER_HOME": str(folder / "dagster"),
+            "DAGSTER_PG_URL": world.dagster_pg_url,
+        }
+        args = ["worker", address, "--no-nanny", "--nthreads", "1", "--local-directory", str(folder / "dask")]
+        worker = subprocess.Popen(
+            [dask, *args, "--dashboard-address", ":0", "--name", f"worker-{n}"],
+            cwd=folder,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=(folder / "worker.log").open("wb"),
+        )
+        workers.append(worker)
+    procs += workers
+    try:
+        _wait_for_workers(address, len(workers), procs)
+        yield Cluster(address, workers)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_for_workers(address: str, count: int, procs: list[subprocess.Popen[bytes]]) -> None:
+    from dask.distributed import Client
+
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert all(p.poll() is None for p in procs), "a Dask process ended at start"
+        try:
+            with Client(address, timeout=5) as client:
+                client.wait_for_workers(count, timeout=60)
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError("the Dask cluster did not start")
+
+
+def _store_files(seaweed: SeaweedS3, prefix: str) -> dict[str, bytes]:
+    """Every object the pipeline wrote under ``prefix``, by key below it."""
+    client = seaweed.client("s3")
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{prefix}/")
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    return {k.removeprefix(f"{prefix}/"): client.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in keys}
+
+
+def _tables(files: dict[str, bytes], root: str) -> dict[str, pa.Table]:
+    """The Parquet tables under ``root`` (summary tables, FOCUS), per partition folder, rows sorted."""
+    by_folder: dict[str, list[pa.Table]] = {}
+    for key, body in files.items():
+        if key.startswith(root) and key.endswith(".parquet"):
+            by_folder.setdefault(key.rsplit("/", 1)[0], []).append(pq.read_table(io.BytesIO(body)))
+    tables = {}
+    for folder, parts in by_folder.items():
+        table = pa.concat_tables(parts)
+        tables[folder] = table.sort_by([(c, "ascending") for c in table.column_names])
+    return tables
+
+
+def _manifests(url: str) -> list[tuple[Any, ...]]:
+    """The manifests and their files' states, without ids and times."""
+    with get_engine(url).connect() as conn:
+        rows = conn.execute(
+            sa.select(
+                manifest.c.provider_id,
+                manifest.c.assembly_id,
+                manifest.c.billing_period_start_datetime,
+                manifest.c.num_total_files,
+                manifest.c.completed_datetime.is_not(None),
+                report_status_table.c.report_name,
+                report_status_table.c.status,
+                report_status_table.c.etag,
+            )
+            .join(report_status_table, report_status_table.c.manifest_id == manifest.c.id)
+            .order_by(
+                manifest.c.provider_id, manifest.c.billing_period_start_datetime, report_status_table.c.report_name
+            )
+        ).all()
+    return [tuple(r) for r in rows]
+
+
+def _single_process(world: World, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with _settings(world, monkeypatch), _instance(home / "dagster") as instance:
+        from koku_dagster.definitions import defs
+
+        job = defs().resolve_job_def(provider_month_ingest.name)
+        for key in _keys():
+            assert job.execute_in_process(instance=instance, partition_key=key).success, key
+
+
+def _failures(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """The errors of a failed run, for the assertion message."""
+    return [
+        f"{e.step_key}: {e.message} {e.error_info.to_string() if e.error_info else ''}"
+        for e in instance.all_logs(run_id)
+        if e.dagster_event is not None and e.dagster_event.is_failure or e.error_info is not None
+    ]
+
+
+def _on_dask(world: World, home: Path, cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> dict[str, set[int]]:
+    """Run every provider month on the cluster; return the pids that ran each run's steps."""
+    config = {"execution": {"config": {"cluster": {"existing": {"address": cluster.scheduler}}}}}
+    pids: dict[str, set[int]] = {}
+    with _settings(world, monkeypatch), _instance(home / "dagster") as instance:
+        recon = dg.reconstructable(dask_provider_month_ingest)
+        for key in _keys():
+            with dg.execute_job(recon, instance, run_config=config, tags=_partition_tags(key)) as result:
+                assert result.success, _failures(instance, result.run_id)
+                starts = instance.all_logs(result.run_id, of_type=DagsterEventType.STEP_SUCCESS)
+                pids[str(key)] = {e.dagster_event.pid for e in starts if e.dagster_event is not None}
+    return pids
+
+
+def test_dask_cluster_gives_the_summaries_of_a_single_process(
+    pg_server: EmbeddedPostgres,
+    seaweed: SeaweedS3,
+    reports: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    records_opaque_to_dask: None,
+) -> None:
+    started = time.monotonic()
+    single = _world("single", pg_server, seaweed, reports, tmp_path / "single" / "koku")
+    _single_process(single, tmp_path / "single", monkeypatch)
+    single_seconds = time.monotonic() - started
+    spread = _world("spread", pg_server, seaweed, reports, tmp_path / "orchestrator" / "koku")
+    with _dask_cluster(tmp_path, spread) as cluster:
+        started = time.monotonic()
+        pids = _on_dask(spread, tmp_path / "orchestrator", cluster, monkeypatch)
+        dask_seconds = time.monotonic() - started
+        worker_pids = {w.pid for w in cluster.workers}
+    print(f"4 provider months: single process {single_seconds:.1f}s, Dask {dask_seconds:.1f}s; steps by pid {pids}")
+    assert set().union(*pids.values()) == worker_pids  # every step ran on a worker, and both workers ran steps
+    assert any(len(p) > 1 for p in pids.values()), "no run had its steps on both workers"
+    assert not (tmp_path / "orchestrator" / "koku" / "object-cache").exists()  # the orchestrator wrote nothing
+
+    expected, found = _store_files(seaweed, "single"), _store_files(seaweed, "spread")
+    assert sorted(found) == sorted(expected)  # the same objects: nothing missing, stale or left over
+    for root in ("data/summary/", "data/focus/"):
+        mine, theirs = _tables(found, root), _tables(expected, root)
+        assert len(mine) == len(PROVIDERS) * len(_months())
+        for folder, table in theirs.items():
+            assert mine[folder].equals(table), folder
+    assert _manifests(spread.database_url) == _manifests(single.database_url)
+    assert len({m[1] for m in _manifests(single.database_url)}) == len(PROVIDERS) * len(_months())
+    for world in (single, spread):
+        dispose_engine(world.database_url)
