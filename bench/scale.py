@@ -131,11 +131,12 @@ def _absorb(instance: Any, resources: dict[str, Any], engine: Any, cfg: dict[str
         context = dg.build_sensor_context(instance=instance, resources=resources)
         t0 = time.monotonic()
         result = platform_sources_sensor(context)
+        assert isinstance(result, dg.SensorResult)
         tick_s = time.monotonic() - t0
         _apply_partition_requests(instance, result)
         write_s = time.monotonic() - t0 - tick_s
         events = {e.asset_key.to_user_string(): e.metadata for e in result.asset_events or []}
-        tick_read = int(events["source_records"]["events_read"].value) if "source_records" in events else 0
+        tick_read = int(str(events["source_records"]["events_read"].value)) if "source_records" in events else 0
         read += tick_read
         ticks.append({"s": round(tick_s, 2), "partition_writes_s": round(write_s, 2), "read": tick_read})
         if result.skip_reason and read >= cfg["events"] and _provider_count(engine) >= cfg["count"]:
@@ -386,13 +387,13 @@ def _daemon_ticks(dagster_home: str) -> dict[str, Any]:
     with dg.DagsterInstance.from_config(dagster_home) as instance:
         for state in instance.all_instigator_state():
             found = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=50)
-            done = [t for t in found if t.end_timestamp]
+            done = [((t.end_timestamp or t.timestamp) - t.timestamp, len(t.run_ids)) for t in found if t.end_timestamp]
             if found:
-                longest = max(done, key=lambda t: t.end_timestamp - t.timestamp, default=None)
+                longest_s, runs = max(done, default=(0.0, 0))
                 ticks[state.instigator_name] = {
                     "ticks": len(found),
-                    "longest_s": round(longest.end_timestamp - longest.timestamp, 2) if longest else None,
-                    "longest_runs": len(longest.run_ids) if longest else 0,
+                    "longest_s": round(longest_s, 2),
+                    "longest_runs": runs,
                     "statuses": sorted({t.status.value for t in found}),
                 }
     return ticks

@@ -44,7 +44,10 @@ class ManifestConfig(dg.Config):
 
 
 def _partition(context: dg.AssetExecutionContext) -> tuple[str, date]:
-    keys = context.partition_key.keys_by_dimension
+    key = context.partition_key  # a plain string when a run was launched with only the dagster/partition tag
+    if not isinstance(key, dg.MultiPartitionKey):
+        key = provider_month_partitions.get_partition_key_from_str(key)
+    keys = key.keys_by_dimension
     return keys["provider"], date.fromisoformat(keys["billing_month"])
 
 
@@ -74,9 +77,10 @@ def _record_poll(context: dg.AssetExecutionContext, app_db: ApplicationDatabase,
 def _ocp_reading(app_db: ApplicationDatabase, ingestion: IngestionResource, uuid: str) -> AbstractContextManager[None]:
     """Shared hold on the OpenShift line items for an OpenShift provider's summary steps (waits for a
     payload run writing them); nothing for other types."""
-    if not pushes_line_items(app_db.engine(), uuid):
+    engine = app_db.engine()
+    if not pushes_line_items(engine, uuid):
         return nullcontext()
-    return ocp_line_items_lock(Path(ingestion.home), exclusive=False, timeout=OCP_LOCK_WAIT_SECONDS)
+    return ocp_line_items_lock(Path(ingestion.home), exclusive=False, timeout=OCP_LOCK_WAIT_SECONDS, engine=engine)
 
 
 @contextmanager

@@ -77,7 +77,7 @@ def process_ocp_payload(
 ) -> None:
     engine = app_db.engine()
     try:
-        with ocp_line_items_lock(Path(ingestion.home), exclusive=True, timeout=LOCK_WAIT_SECONDS):
+        with ocp_line_items_lock(Path(ingestion.home), exclusive=True, timeout=LOCK_WAIT_SECONDS, engine=engine):
             outcome = process_upload(
                 engine,
                 config.request_id,

@@ -20,7 +20,8 @@ class ObjectStoreResource(dg.ConfigurableResource):
     endpoint_url: str | None
     #: Colon-separated ``KOKU_LOCAL_BUCKET_ROOTS``.
     local_bucket_roots: str
-    #: Local mirror of an ``s3://`` store (steps read and write files there); empty for a ``file://`` store.
+    #: This machine's mirror of an ``s3://`` store (steps read and write files there, fetching what they read
+    #: and publishing what they wrote); empty for a ``file://`` store.
     cache_dir: str
     #: Space-separated ``KOKU_UPLOAD_URL_ALLOWLIST``: URL prefixes payloads may come from although not public.
     upload_url_allowlist: str = ""

@@ -1,7 +1,7 @@
 -- AWS CUR line items -> FOCUS 1.2 (docs/focus.md explains every choice).
 -- Parameters: $files (line-item Parquet), $month_start, $month_end (the billing period, end exclusive).
 -- The caller casts each FOCUS column to its type and adds x_SourceUuid and x_KokuProviderType.
-WITH li AS (
+WITH li AS NOT MATERIALIZED (
     SELECT
         *,
         CASE
@@ -21,7 +21,7 @@ WITH li AS (
         coalesce(lineitem_unblendedcost, 0) AS billed
     FROM read_parquet($files, union_by_name = true, hive_partitioning = false)
 ),
-priced AS (
+priced AS NOT MATERIALIZED (
     SELECT
         *,
         charge_category IN ('Usage', 'Purchase') AS priced,
@@ -61,9 +61,9 @@ service_categories(code, category) AS (
         ('AWSDatabaseMigrationSvc', 'Migration'), ('AWSElementalMediaConvert', 'Media'),
         ('AWSAmplify', 'Mobile'), ('AmazonLightsailWeb', 'Web')
 ),
--- Inlined, not materialized: the unused-commitment branch below reads it again, but only its few
--- SavingsPlanRecurringFee rows (the filter reaches the Parquet scan), which is far cheaper than holding
--- every mapped row in memory for the second reference.
+-- Every CTE is inlined, not materialized: the unused-commitment branch below reads the rows again, but
+-- only its few SavingsPlanRecurringFee rows (the filter reaches the Parquet scan), which is far cheaper
+-- than holding every mapped row in memory for the second reference.
 usage_rows AS NOT MATERIALIZED (
     SELECT
         nullif(lineitem_availabilityzone, '') AS AvailabilityZone,

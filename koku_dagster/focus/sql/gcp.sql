@@ -2,7 +2,8 @@
 -- Parameters: $files (line-item Parquet), $month_start, $month_end (the invoice month, end exclusive).
 -- Each export row gives one charge row (its cost) and one Credit row per entry of its credits array.
 -- The caller casts each FOCUS column to its type and adds x_SourceUuid and x_KokuProviderType.
-WITH li AS (
+-- CTEs are inlined, not materialized: the credit rows read the charges again, but only the rows with credits.
+WITH li AS NOT MATERIALIZED (
     SELECT
         *,
         CASE
@@ -38,7 +39,7 @@ service_categories(service, category) AS (
         ('Container Registry', 'Developer Tools'), ('Cloud IoT Core', 'Internet of Things'),
         ('Anthos', 'Multicloud'), ('Transcoder API', 'Media')
 ),
-charges AS (
+charges AS NOT MATERIALIZED (
     SELECT
         nullif(location_zone, '') AS AvailabilityZone,
         billed AS BilledCost,
