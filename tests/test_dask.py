@@ -1,7 +1,15 @@
-"""The provider-month job's steps on a Dask cluster (``dagster-dask``): a scheduler and two workers started
-as processes, each with its own working folder and KOKU_HOME (no shared disk), the object store on S3
-(SeaweedFS), the application database and the Dagster instance on PostgreSQL. Two providers x two months
-give exactly the summaries, FOCUS rows and manifests of a single-process run of the same reports.
+"""A Dagster backfill whose runs execute their steps on a Dask cluster (``dagster-dask``): a scheduler and two
+workers started as processes, each with its own working folder and KOKU_HOME (no shared disk), the object store
+on S3 (SeaweedFS), the application database and the Dagster instance on PostgreSQL. A backfill of two providers
+x two months gives exactly the summaries, FOCUS rows and manifests of a single-process run of the same reports.
+
+How the backfill runs here: a ``PartitionBackfill`` of the ingest assets is submitted to the PostgreSQL instance
+and executed by Dagster's backfill machinery (the backfill daemon's iteration, called in this process, as in
+``test_dagster_postgres.py``). It launches one run per provider month through ``SyncInMemoryRunLauncher``, so
+each run's orchestration happens in this process; the code location the backfill loads (``dask_definitions``:
+the ingest assets with ``dask_executor`` as the default executor, which the implicit asset job of the backfill
+takes) sends every step to the cluster, whose address is in the backfill's run config. In production the
+launcher is Kubernetes' and the executor the default one; only where the steps run differs.
 
 The report sources are ``aws-local`` folders both workers read, standing in for a cloud's bucket; nothing
 the pipeline writes goes there."""
@@ -11,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import subprocess
@@ -29,8 +38,13 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 from dagster._core.events import DagsterEventType
+from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.test_utils import InProcessTestWorkspaceLoadTarget, create_test_daemon_workspace_context
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._daemon.backfill import execute_backfill_iteration
 
-from koku_dagster.assets.ingest import INGEST_ASSETS, provider_month_ingest
+from koku_dagster.assets.ingest import INGEST_ASSETS, daily_summary, provider_month_ingest
 from koku_dagster.infra import settings
 from koku_dagster.infra.db.engine import dispose_engine, get_engine
 from koku_dagster.infra.db.migrate import migrate
@@ -41,6 +55,7 @@ from koku_devtools.dagster_instance import write_instance
 from koku_devtools.nise_reports import generate
 from koku_devtools.services import EmbeddedPostgres, SeaweedS3
 from koku_devtools.services.processes import LOOPBACK, free_port
+from tests.test_dagster_postgres import IN_PROCESS_LAUNCH
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "koku"
@@ -51,22 +66,20 @@ compute_logs:
   module: dagster._core.storage.noop_compute_log_manager
   class: NoOpComputeLogManager
 """
+BACKFILL = "daskbackfill"
 
 
-def dask_provider_month_ingest() -> dg.JobDefinition:
-    """``provider_month_ingest`` with its steps on Dask, the resources from the settings of the process
-    that builds it: every worker rebuilds it from its own environment (KOKU_HOME, the store's mirror)."""
+@dg.definitions
+def dask_definitions() -> dg.Definitions:
+    """The ingest assets with their steps on Dask, the resources from the settings of the process that loads
+    them: every worker rebuilds them from its own environment (KOKU_HOME, the store's mirror)."""
     from dagster_dask import dask_executor
 
     from koku_dagster.definitions import build_resources
 
-    job = dg.define_asset_job(
-        provider_month_ingest.name,
-        selection=dg.AssetSelection.assets(*INGEST_ASSETS),
-        executor_def=dask_executor,
+    return dg.Definitions(
+        assets=INGEST_ASSETS, executor=dask_executor, resources=build_resources(settings.get_settings())
     )
-    definitions = dg.Definitions(assets=INGEST_ASSETS, jobs=[job], resources=build_resources(settings.get_settings()))
-    return definitions.resolve_job_def(job.name)
 
 
 @pytest.fixture
@@ -175,8 +188,8 @@ def _settings(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @contextmanager
-def _instance(home: Path) -> Iterator[dg.DagsterInstance]:
-    write_instance(home, "postgres", NO_COMPUTE_LOGS)
+def _instance(home: Path, extra: str = "") -> Iterator[dg.DagsterInstance]:
+    write_instance(home, "postgres", NO_COMPUTE_LOGS + extra)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.add_dynamic_partitions("providers", list(PROVIDERS))
         yield instance
@@ -184,11 +197,6 @@ def _instance(home: Path) -> Iterator[dg.DagsterInstance]:
 
 def _keys() -> list[dg.MultiPartitionKey]:
     return [dg.MultiPartitionKey({"provider": u, "billing_month": m.isoformat()}) for u in PROVIDERS for m in _months()]
-
-
-def _partition_tags(key: dg.MultiPartitionKey) -> dict[str, str]:
-    dimensions = {f"dagster/partition/{k}": v for k, v in key.keys_by_dimension.items()}
-    return {"dagster/partition": str(key), **dimensions}
 
 
 @dataclass
@@ -348,17 +356,50 @@ def _failures(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     ]
 
 
-def _on_dask(world: World, home: Path, cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> dict[str, set[int]]:
-    """Run every provider month on the cluster; return the pids that ran each run's steps."""
+def _backfill(instance: dg.DagsterInstance, run_config: dict[str, Any]) -> PartitionBackfill:
+    """Submit a backfill of every provider month and run the backfill daemon's iterations until it is done."""
+    origin = InProcessCodeLocationOrigin(
+        loadable_target_origin=LoadableTargetOrigin(module_name=__name__, attribute="dask_definitions"),
+        location_name="koku_dagster_dask",
+    )
+    with create_test_daemon_workspace_context(InProcessTestWorkspaceLoadTarget(origin), instance) as workspace:
+        backfill = PartitionBackfill.from_asset_partitions(
+            backfill_id=BACKFILL,
+            asset_graph=workspace.create_request_context().asset_graph,
+            partition_names=[str(k) for k in _keys()],
+            asset_selection=[a.key for a in INGEST_ASSETS],
+            backfill_timestamp=time.time(),
+            tags={},
+            dynamic_partitions_store=instance,
+            all_partitions=False,
+            title=None,
+            description=None,
+            run_config=run_config,
+        )
+        instance.add_backfill(backfill)
+        for _ in range(10):
+            list(execute_backfill_iteration(workspace, logging.getLogger("backfill")))
+            done = instance.get_backfill(BACKFILL)
+            assert done is not None
+            if done.status != BulkActionStatus.REQUESTED:
+                return done
+    raise AssertionError("the backfill did not finish")
+
+
+def _on_dask(world: World, home: Path, cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> dict[str, set[int | None]]:
+    """Backfill every provider month with the steps on the cluster; return the pids that ran each run's steps."""
     config = {"execution": {"config": {"cluster": {"existing": {"address": cluster.scheduler}}}}}
-    pids: dict[str, set[int]] = {}
-    with _settings(world, monkeypatch), _instance(home / "dagster") as instance:
-        recon = dg.reconstructable(dask_provider_month_ingest)
-        for key in _keys():
-            with dg.execute_job(recon, instance, run_config=config, tags=_partition_tags(key)) as result:
-                assert result.success, _failures(instance, result.run_id)
-                starts = instance.all_logs(result.run_id, of_type=DagsterEventType.STEP_SUCCESS)
-                pids[str(key)] = {e.dagster_event.pid for e in starts if e.dagster_event is not None}
+    with _settings(world, monkeypatch), _instance(home / "dagster", IN_PROCESS_LAUNCH) as instance:
+        backfill = _backfill(instance, config)
+        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": BACKFILL}))
+        failures = {r.tags.get("dagster/partition"): _failures(instance, r.run_id) for r in runs if not r.is_success}
+        assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS and not failures, (backfill.status, failures)
+        assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(str(k) for k in _keys())
+        assert instance.get_materialized_partitions(daily_summary.key) == {str(k) for k in _keys()}
+        pids: dict[str, set[int | None]] = {}
+        for run in runs:
+            steps = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_SUCCESS)
+            pids[run.tags["dagster/partition"]] = {e.dagster_event.pid for e in steps if e.dagster_event is not None}
     return pids
 
 

@@ -12,6 +12,7 @@ and the sources to create.
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,7 +128,9 @@ def _gcp(clouds: DemoClouds, home: Path, export_dir: Path) -> None:
 
 @contextlib.contextmanager
 def demo_clouds(home: Path, report_dirs: dict[str, Path]) -> Iterator[DemoClouds]:
-    """Start the emulators and load ``report_dirs`` (nise's ``aws``, ``azure``, ``gcp`` output) into them."""
+    """Start the emulators afresh under ``home`` and load ``report_dirs`` (nise's ``aws``, ``azure``, ``gcp``
+    output) into them."""
+    shutil.rmtree(home, ignore_errors=True)  # the previous run's containers, tables and certificates
     clouds = DemoClouds()
     try:
         _aws(clouds, home, report_dirs["aws"])

@@ -53,7 +53,8 @@ def check_sources(
     name="check_source_reachability",
     executor_def=dg.in_process_executor,
     description="Check the reachability of the given providers' sources (config: provider_uuids).",
-    tags={"koku/kind": "reachability"},
+    # A pass checks for at most 240 s (ingest/reachability.py); 15 minutes leaves room for a slow start.
+    tags={"koku/kind": "reachability", "dagster/max_runtime": str(15 * 60)},
 )
 def check_source_reachability() -> None:
     check_sources()
