@@ -34,11 +34,18 @@ class ServiceError(RuntimeError):
 # --------------------------------------------------------------------------- ports and logs
 
 
+#: Ports of :func:`free_port` (and pairs of :func:`free_port_with_offset`) lie below Linux's ephemeral range
+#: (32768-60999), so a server stopped for minutes (the fault tests) finds its port free again.
+_SERVER_PORTS = (20_000, 32_000)
+
+
 def free_port(host: str = LOOPBACK) -> int:
     """Return a TCP port on ``host`` that is free at the time of the call."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    for _ in range(500):
+        port = random.randint(*_SERVER_PORTS)
+        if port_is_free(port, host):
+            return port
+    raise ServiceError(f"no free port on {host} in {_SERVER_PORTS}")
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
@@ -54,7 +61,7 @@ def port_is_free(port: int, host: str = LOOPBACK) -> bool:
 def free_port_with_offset(offset: int, taken: set[int], host: str = LOOPBACK) -> int:
     """Return a free port ``p`` such that ``p + offset`` is free too (neither in ``taken``)."""
     for _ in range(500):
-        port = random.randint(10_000, 65_535 - offset)
+        port = random.randint(10_000, _SERVER_PORTS[1] - offset)  # both below the ephemeral range
         if port in taken or port + offset in taken:
             continue
         if port_is_free(port, host) and port_is_free(port + offset, host):
