@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -114,18 +115,23 @@ def _code_location_env(harness: Harness, home: Path, monkeypatch: pytest.MonkeyP
         settings.get_settings.cache_clear()
 
 
-def _backfill(instance: dg.DagsterInstance, keys: list[dg.MultiPartitionKey]) -> PartitionBackfill:
-    """Submit a backfill and run the backfill daemon's iterations until it is done."""
-    # Runs rebuild their job from the code location, cached per process: load it afresh with this test's settings.
-    ReconstructableJob.get_repository_definition.cache_clear()
-    ReconstructableJob.get_definition.cache_clear()
+def run_backfill(
+    instance: dg.DagsterInstance,
+    keys: list[dg.MultiPartitionKey],
+    run_config: dict[str, Any],
+    *,
+    code: tuple[str, str, str] = ("koku_dagster.definitions", "defs", "koku_dagster"),
+    backfill_id: str = "pgbackfill",
+) -> PartitionBackfill:
+    """Submit a backfill of the ingest assets over ``keys`` from the code location ``code`` (module,
+    attribute, location name) and run the backfill daemon's iterations until it is done."""
+    module, attribute, location = code
     origin = InProcessCodeLocationOrigin(
-        loadable_target_origin=LoadableTargetOrigin(module_name="koku_dagster.definitions", attribute="defs"),
-        location_name="koku_dagster",
+        loadable_target_origin=LoadableTargetOrigin(module_name=module, attribute=attribute), location_name=location
     )
     with create_test_daemon_workspace_context(InProcessTestWorkspaceLoadTarget(origin), instance) as workspace:
         backfill = PartitionBackfill.from_asset_partitions(
-            backfill_id="pgbackfill",
+            backfill_id=backfill_id,
             asset_graph=workspace.create_request_context().asset_graph,
             partition_names=[str(k) for k in keys],
             asset_selection=[a.key for a in INGEST_ASSETS],
@@ -135,20 +141,25 @@ def _backfill(instance: dg.DagsterInstance, keys: list[dg.MultiPartitionKey]) ->
             all_partitions=False,
             title=None,
             description=None,
-            # Rebuild (force: the month the single run ingested has no new manifest), steps in one process.
-            run_config={
-                "ops": {"report_manifest": {"config": {"force": True}}},
-                "execution": {"config": {"in_process": {}}},
-            },
+            run_config=run_config,
         )
         instance.add_backfill(backfill)
         for _ in range(10):
             list(execute_backfill_iteration(workspace, logging.getLogger("backfill")))
-            done = instance.get_backfill("pgbackfill")
+            done = instance.get_backfill(backfill_id)
             assert done is not None
             if done.status != BulkActionStatus.REQUESTED:
                 return done
     raise AssertionError("the backfill did not finish")
+
+
+def _backfill(instance: dg.DagsterInstance, keys: list[dg.MultiPartitionKey]) -> PartitionBackfill:
+    """Rebuild ``keys`` (force: the month the single run ingested has no new manifest), steps in one process."""
+    # Runs rebuild their job from the code location, cached per process: load it afresh with this test's settings.
+    ReconstructableJob.get_repository_definition.cache_clear()
+    ReconstructableJob.get_definition.cache_clear()
+    config = {"ops": {"report_manifest": {"config": {"force": True}}}, "execution": {"config": {"in_process": {}}}}
+    return run_backfill(instance, keys, config)
 
 
 def test_provider_month_run_and_backfill_on_a_postgres_instance(

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 import math
 import os
 import subprocess
@@ -39,10 +38,6 @@ import pytest
 import sqlalchemy as sa
 from dagster._core.events import DagsterEventType
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
-from dagster._core.remote_origin import InProcessCodeLocationOrigin
-from dagster._core.test_utils import InProcessTestWorkspaceLoadTarget, create_test_daemon_workspace_context
-from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-from dagster._daemon.backfill import execute_backfill_iteration
 
 from koku_dagster.assets.ingest import INGEST_ASSETS, daily_summary, provider_month_ingest
 from koku_dagster.infra import settings
@@ -55,7 +50,7 @@ from koku_devtools.dagster_instance import write_instance
 from koku_devtools.nise_reports import generate
 from koku_devtools.services import EmbeddedPostgres, SeaweedS3
 from koku_devtools.services.processes import LOOPBACK, free_port
-from tests.test_dagster_postgres import IN_PROCESS_LAUNCH
+from tests.test_dagster_postgres import IN_PROCESS_LAUNCH, run_backfill
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "koku"
@@ -357,33 +352,9 @@ def _failures(instance: dg.DagsterInstance, run_id: str) -> list[str]:
 
 
 def _backfill(instance: dg.DagsterInstance, run_config: dict[str, Any]) -> PartitionBackfill:
-    """Submit a backfill of every provider month and run the backfill daemon's iterations until it is done."""
-    origin = InProcessCodeLocationOrigin(
-        loadable_target_origin=LoadableTargetOrigin(module_name=__name__, attribute="dask_definitions"),
-        location_name="koku_dagster_dask",
-    )
-    with create_test_daemon_workspace_context(InProcessTestWorkspaceLoadTarget(origin), instance) as workspace:
-        backfill = PartitionBackfill.from_asset_partitions(
-            backfill_id=BACKFILL,
-            asset_graph=workspace.create_request_context().asset_graph,
-            partition_names=[str(k) for k in _keys()],
-            asset_selection=[a.key for a in INGEST_ASSETS],
-            backfill_timestamp=time.time(),
-            tags={},
-            dynamic_partitions_store=instance,
-            all_partitions=False,
-            title=None,
-            description=None,
-            run_config=run_config,
-        )
-        instance.add_backfill(backfill)
-        for _ in range(10):
-            list(execute_backfill_iteration(workspace, logging.getLogger("backfill")))
-            done = instance.get_backfill(BACKFILL)
-            assert done is not None
-            if done.status != BulkActionStatus.REQUESTED:
-                return done
-    raise AssertionError("the backfill did not finish")
+    """Backfill every provider month from this module's code location (the ingest assets on Dask)."""
+    code = (__name__, "dask_definitions", "koku_dagster_dask")
+    return run_backfill(instance, _keys(), run_config, code=code, backfill_id=BACKFILL)
 
 
 def _on_dask(world: World, home: Path, cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> dict[str, set[int | None]]:

@@ -91,10 +91,6 @@ class SyncReport:
         ]
 
     @property
-    def reingest(self) -> list[str]:
-        return [r.provider_uuid for r in self.operations if r.reingest and r.provider_uuid]
-
-    @property
     def deleted(self) -> list[str]:
         return [
             r.provider_uuid
